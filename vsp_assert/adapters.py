@@ -1,0 +1,218 @@
+"""Model-family adapters: the only place that knows how a VLM family is wired.
+
+The engine is family-agnostic; an :class:`Adapter` answers the few questions that differ between families:
+
+- how to build model inputs from (images, prompts) with the model's own processor and chat template;
+- which vision-encoder layers exist, which one an SAE hooks by default, and whether a hooked layer can reach
+  the language model at all;
+- which tokens of that layer's output are image patches, and the patch grid;
+- where the image tokens sit in the LM sequence and which encoder patch(es) each one carries (a
+  :class:`PatchMap`: a bijection for LLaVA, many-to-one for families that merge patches);
+- how to switch the LM's attention to the capturing implementation.
+
+One family per module in ``plugins/`` (installed as ``vsp_assert.plugins``). Adapters register themselves in a
+small registry that refuses duplicates; third-party adapters are found through the entry-point group
+``vsp_assert.adapters``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from .errors import ModelError
+
+ENTRY_POINT_GROUP = "vsp_assert.adapters"
+
+
+@dataclass(frozen=True)
+class PatchMap:
+    """How one batch element's image tokens in the LM relate to the encoder patches the SAE reads.
+
+    - ``image_positions``: ``[N_img]`` long — LM sequence positions of the image tokens (after any padding);
+    - ``token_to_patch``: ``[N_img, P]`` float — row i spreads image token i over the encoder patches it
+      carries (one 1.0 for a bijection, 1/4 each for a 2×2 merge, all zeros for a token that carries no
+      patch such as a CLS or newline token);
+    - ``grid``: ``(rows, cols)`` of the patch grid, patches in row-major order (per view; ``views`` > 1 for
+      tiled families, views stacked first).
+    """
+
+    image_positions: torch.Tensor
+    token_to_patch: torch.Tensor
+    grid: tuple[int, int]
+    views: int = 1
+
+    @property
+    def n_patches(self) -> int:
+        return int(self.token_to_patch.shape[1])
+
+    def to_patches(self, token_attention: torch.Tensor) -> torch.Tensor:
+        """Attention over image tokens ``[T, N_img]`` → attention over patches ``[T, P]``."""
+        return token_attention.to(self.token_to_patch.dtype) @ self.token_to_patch
+
+
+class Adapter(ABC):
+    """What the engine needs to know about one VLM family. Subclasses are small; see ``plugins/llava.py``."""
+
+    family: ClassVar[str]
+    model_types: ClassVar[tuple[str, ...]]
+
+    def __init__(self, model: nn.Module, processor: Any) -> None:
+        self.model = model
+        self.processor = processor
+
+    # -------------------------------------------------------------- loading
+    @classmethod
+    @abstractmethod
+    def load(cls, name_or_path: str, **from_pretrained_kwargs: Any) -> tuple[nn.Module, Any]:
+        """Load (model, processor) for a checkpoint of this family."""
+
+    # -------------------------------------------------------------- inputs
+    @abstractmethod
+    def prepare(self, images: Sequence[Any], prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Model inputs for a batch of RGB PIL images and user prompts (chat template applied, left padding)."""
+
+    # -------------------------------------------------------------- vision side
+    @abstractmethod
+    def vision_layer_paths(self) -> list[str]:
+        """Dotted module paths of the vision encoder's layers, in order."""
+
+    def default_hook_layer(self) -> str:
+        """The layer an SAE reads when its sidecar names none: the last layer feeding the LM."""
+        return self.vision_layer_paths()[self.fed_layer_index()]
+
+    def fed_layer_index(self) -> int:
+        """Index of the last encoder layer whose output reaches the LM (layers after it are unused)."""
+        return len(self.vision_layer_paths()) - 1
+
+    def validate_hook_layer(self, path: str) -> int:
+        """The index of ``path`` among the vision layers; an error if it is not one or cannot reach the LM."""
+        layers = self.vision_layer_paths()
+        if path not in layers:
+            from .errors import did_you_mean
+
+            raise ModelError(
+                f"'{path}' is not a vision-encoder layer of this {self.family} model",
+                field="hook_layer",
+                received=path,
+                allowed=f"{layers[0]} … {layers[-1]}",
+                fix=did_you_mean(path, layers) or "set hook_layer in the SAE's vsp_assert.json",
+            )
+        index = layers.index(path)
+        fed = self.fed_layer_index()
+        if index > fed:
+            raise ModelError(
+                f"hook layer {index} comes after the layer the LM reads (vision_feature_layer → layer {fed}); "
+                "ablations there could not change the answer",
+                field="hook_layer",
+                received=path,
+                allowed=f"layers 0..{fed}",
+            )
+        return index
+
+    @abstractmethod
+    def patch_token_index(self, n_tokens: int) -> torch.Tensor:
+        """``[P]`` long: which tokens of the hooked layer's output ``[B, n_tokens, d]`` are image patches."""
+
+    def vision_width(self) -> int:
+        return int(self.model.config.vision_config.hidden_size)
+
+    # -------------------------------------------------------------- LM side
+    @abstractmethod
+    def patch_map(self, inputs: dict[str, torch.Tensor], index: int) -> PatchMap:
+        """The :class:`PatchMap` of batch element ``index`` of ``inputs``."""
+
+    def lm_num_layers(self) -> int:
+        return int(self.model.config.text_config.num_hidden_layers)
+
+    def context_length(self) -> int | None:
+        return getattr(self.model.config.text_config, "max_position_embeddings", None)
+
+    def install_attention_capture(self) -> None:
+        """Switch the language model to the capturing attention implementation (sdpa underneath)."""
+        from .attention import register
+
+        name = register()
+        self.model.set_attn_implementation({"text_config": name})
+
+    @property
+    def tokenizer(self) -> Any:
+        return getattr(self.processor, "tokenizer", self.processor)
+
+    def eos_token_ids(self) -> set[int]:
+        ids: set[int] = set()
+        gen = getattr(self.model, "generation_config", None)
+        for source in (getattr(gen, "eos_token_id", None), getattr(self.tokenizer, "eos_token_id", None)):
+            if isinstance(source, int):
+                ids.add(source)
+            elif isinstance(source, (list, tuple)):
+                ids.update(int(x) for x in source)
+        return ids
+
+
+# ---------------------------------------------------------------------- registry
+_REGISTRY: dict[str, type[Adapter]] = {}
+_ENTRY_POINTS_LOADED = False
+
+
+def register_adapter(cls: type[Adapter]) -> type[Adapter]:
+    """Register an adapter class for its ``model_types``; a model type can have only one adapter."""
+    for model_type in cls.model_types:
+        existing = _REGISTRY.get(model_type)
+        if existing is not None and existing is not cls:
+            raise ModelError(
+                f"model_type '{model_type}' already has an adapter ({existing.__module__}.{existing.__qualname__})",
+                received=f"{cls.__module__}.{cls.__qualname__}",
+                fix="unregister the other adapter or give yours another model_type",
+            )
+        _REGISTRY[model_type] = cls
+    return cls
+
+
+def unregister_adapter(cls: type[Adapter]) -> None:
+    for model_type in cls.model_types:
+        if _REGISTRY.get(model_type) is cls:
+            del _REGISTRY[model_type]
+
+
+def _load_builtin_and_entry_points() -> None:
+    global _ENTRY_POINTS_LOADED
+    if _ENTRY_POINTS_LOADED:
+        return
+    _ENTRY_POINTS_LOADED = True
+    import importlib
+    from importlib.metadata import entry_points
+
+    import vsp_assert.plugins as builtin
+
+    for name in builtin.BUILTIN:
+        importlib.import_module(f"vsp_assert.plugins.{name}")
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.value.startswith("vsp_assert.plugins."):
+            continue  # built in, imported above
+        cls = ep.load()
+        if cls not in _REGISTRY.values():
+            register_adapter(cls)
+
+
+def adapter_for(model_type: str) -> type[Adapter]:
+    """The adapter class registered for a transformers ``model_type``."""
+    _load_builtin_and_entry_points()
+    if model_type not in _REGISTRY:
+        raise ModelError(
+            f"no adapter supports model_type '{model_type}'",
+            received=model_type,
+            allowed=", ".join(sorted(_REGISTRY)),
+            fix=f"add an adapter (docs/adapters.md) and register it under the '{ENTRY_POINT_GROUP}' entry point",
+        )
+    return _REGISTRY[model_type]
+
+
+def registered() -> dict[str, type[Adapter]]:
+    _load_builtin_and_entry_points()
+    return dict(_REGISTRY)

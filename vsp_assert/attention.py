@@ -1,0 +1,151 @@
+"""Text-to-image attention capture without ``output_attentions``.
+
+Asking a transformers model for ``output_attentions=True`` forces eager attention and materialises
+``[layers, batch, heads, seq, seq]``; for a VLM with thousands of image tokens that is most of the memory of the
+forward. We need far less: for each output token, the attention of the *one query row* whose logits produced
+it, restricted to the image-token keys. So we register an attention function, ``vsp_capture``, with
+transformers' ``AttentionInterface``: it computes the layer's output with the efficient kernel (sdpa) and, only
+while a :class:`AttentionRecorder` is active, recomputes the softmax for the selected query row(s) exactly as
+eager attention does (``softmax(q·kᵀ·scaling + mask)`` in float32, cast to the query dtype) and keeps the image
+columns. Memory is ``O(rows × image tokens)`` per layer instead of ``O(seq²)``.
+
+The recorder is held in a context variable, so nothing leaks between cases or threads, and it records only
+layers of the language model (each attention module carries ``layer_idx``).
+
+Shapes: ``query [B, H, Q, D]``, ``key [B, H_kv, K, D]``; one record is ``[B, H, R, N_img]`` for R recorded rows.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+
+CAPTURE_IMPLEMENTATION = "vsp_capture"
+
+_ACTIVE: contextvars.ContextVar[AttentionRecorder | None] = contextvars.ContextVar("vsp_attention", default=None)
+_REGISTERED = False
+
+
+@dataclass
+class AttentionRecorder:
+    """Collects, per LM layer and per forward call, the attention of the last query row(s) to image keys.
+
+    ``image_positions [B, N_img]``: key positions (in the LM sequence, before any padding shift is applied by the
+    caller) of the image tokens of each batch element. ``rows``: how many trailing query rows to keep per
+    forward call (1 during generation: the row whose logits give the next token).
+    """
+
+    image_positions: torch.Tensor  # [B, N_img] long
+    rows: int = 1
+    layers: set[int] | None = None  # None = all layers
+    records: dict[int, list[torch.Tensor]] = field(default_factory=dict)  # layer -> list of [B, H, R, N_img]
+
+    def record(
+        self,
+        module: torch.nn.Module,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        scaling: float | None,
+    ) -> None:
+        layer = int(getattr(module, "layer_idx", -1))
+        if self.layers is not None and layer not in self.layers:
+            return
+        self.records.setdefault(layer, []).append(
+            image_attention_rows(query, key, attention_mask, scaling, self.image_positions, self.rows)
+        )
+
+    def steps(self) -> int:
+        return min((len(v) for v in self.records.values()), default=0)
+
+    def stacked(self) -> torch.Tensor:
+        """All records as ``[layers, steps, B, H, R, N_img]`` (layers in ascending order)."""
+        layers = sorted(self.records)
+        n = self.steps()
+        return torch.stack([torch.stack(self.records[layer][:n]) for layer in layers])
+
+
+def image_attention_rows(
+    query: torch.Tensor,  # [B, H, Q, D]
+    key: torch.Tensor,  # [B, H_kv, K, D]
+    attention_mask: torch.Tensor | None,  # [B, 1|H, Q, K] bool (True = attend) or additive float; None = causal
+    scaling: float | None,
+    image_positions: torch.Tensor,  # [B, N_img]
+    rows: int = 1,
+) -> torch.Tensor:
+    """Attention probabilities of the last ``rows`` query rows to the image keys, ``[B, H, rows, N_img]``.
+
+    Computed as eager attention computes them (float32 softmax over *all* keys, then cast to the query dtype),
+    so they equal the matching entries of ``output_attentions`` under eager attention.
+    """
+    b, h, q_len, d = query.shape
+    rows = min(rows, q_len)
+    q = query[:, :, q_len - rows :, :]  # [B, H, R, D]
+    n_rep = h // key.shape[1]
+    k = key if n_rep == 1 else key.repeat_interleave(n_rep, dim=1)  # [B, H, K, D]
+    scale = scaling if scaling is not None else d**-0.5
+    scores = torch.matmul(q, k.transpose(2, 3)) * scale  # [B, H, R, K]
+    k_len = k.shape[2]
+    if attention_mask is not None:
+        m = attention_mask[:, :, q_len - rows :, :k_len]
+        if m.dtype == torch.bool:
+            scores = scores.masked_fill(~m, torch.finfo(scores.dtype).min)
+        else:
+            scores = scores + m.to(scores.dtype)
+    elif rows > 1:
+        # no mask given means plain causal attention: row i (of the last R) sees keys <= K - R + i
+        qpos = torch.arange(k_len - rows, k_len, device=scores.device)[:, None]
+        kpos = torch.arange(k_len, device=scores.device)[None, :]
+        scores = scores.masked_fill(kpos > qpos, torch.finfo(scores.dtype).min)
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)  # [B, H, R, K]
+    idx = image_positions.to(probs.device)[:, None, None, :].expand(b, h, rows, image_positions.shape[1])
+    return torch.gather(probs, 3, idx).detach()  # [B, H, R, N_img]
+
+
+def _capture_attention_forward(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    **kwargs: object,
+) -> tuple[torch.Tensor, None]:
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+    recorder = _ACTIVE.get()
+    if recorder is not None:
+        recorder.record(module, query, key, attention_mask, scaling)
+    return out, None
+
+
+def register() -> str:
+    """Register ``vsp_capture`` with transformers (idempotent) and return its name."""
+    global _REGISTERED
+    if not _REGISTERED:
+        from transformers import AttentionInterface
+        from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+        AttentionInterface.register(CAPTURE_IMPLEMENTATION, _capture_attention_forward)
+        AttentionMaskInterface.register(CAPTURE_IMPLEMENTATION, sdpa_mask)
+        _REGISTERED = True
+    return CAPTURE_IMPLEMENTATION
+
+
+@contextmanager
+def recording(recorder: AttentionRecorder) -> Iterator[AttentionRecorder]:
+    """Activate ``recorder`` for the forward passes run inside the block; always deactivated on exit."""
+    token = _ACTIVE.set(recorder)
+    try:
+        yield recorder
+    finally:
+        _ACTIVE.reset(token)
+
+
+def active_recorder() -> AttentionRecorder | None:
+    return _ACTIVE.get()

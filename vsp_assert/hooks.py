@@ -1,0 +1,81 @@
+"""Forward hooks that never outlive their block.
+
+Every hook vsp-assert puts on a model goes through :func:`forward_hook`, a context manager whose ``finally``
+removes it, so a case that fails or raises (even ``KeyboardInterrupt``) leaves the model exactly as it found it.
+Hooks are *prepended*: transformers installs its own output-recording hooks lazily on the first forward, and an
+edit of a layer's output must be what those recorders (and the next layer) see.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import ModelError, did_you_mean
+
+HiddenEdit = Callable[[torch.Tensor], torch.Tensor | None]
+
+
+def get_module(model: nn.Module, path: str) -> nn.Module:
+    """The submodule at dotted ``path``; a clear error with close paths when it does not exist."""
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        names = [name for name, _ in model.named_modules() if name]
+        raise ModelError(
+            f"the model has no module '{path}'",
+            field="hook_layer",
+            received=path,
+            fix=did_you_mean(path, names) or "list candidates with [n for n, _ in model.named_modules()]",
+        ) from None
+
+
+def _split_output(output: Any) -> tuple[torch.Tensor, Callable[[torch.Tensor], Any]]:
+    """The hidden-state tensor of a layer's output and a function that rebuilds the output around a new one."""
+    if isinstance(output, torch.Tensor):
+        return output, lambda new: new
+    if isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
+        return output[0], lambda new: (new, *output[1:])
+    if hasattr(output, "last_hidden_state"):
+        def rebuild(new: torch.Tensor) -> Any:
+            output.last_hidden_state = new
+            return output
+
+        return output.last_hidden_state, rebuild
+    raise ModelError(f"cannot find the hidden state in a layer output of type {type(output).__name__}")
+
+
+@contextmanager
+def forward_hook(module: nn.Module, edit: HiddenEdit) -> Iterator[None]:
+    """Call ``edit(hidden)`` on ``module``'s output hidden state for every forward inside the block.
+
+    ``edit`` may return a replacement tensor (same shape) or ``None`` to leave the output unchanged.
+    """
+
+    def hook(_module: nn.Module, _args: Any, output: Any) -> Any:
+        hidden, rebuild = _split_output(output)
+        new = edit(hidden)
+        return None if new is None else rebuild(new)
+
+    handle = module.register_forward_hook(hook, prepend=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def count_hooks(model: nn.Module) -> int:
+    """Forward / pre-forward hooks currently attached anywhere in ``model`` that are *not* transformers' own
+    output recorders. vsp-assert leaves this number as it found it after every case."""
+    total = 0
+    for module in model.modules():
+        for hooks in (module._forward_hooks, module._forward_pre_hooks):
+            for fn in hooks.values():
+                if getattr(fn, "__name__", "") == "output_capturing_hook":
+                    continue
+                total += 1
+    return total

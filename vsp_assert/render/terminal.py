@@ -1,0 +1,195 @@
+"""Terminal rendering of traces: the token × latent heatmap, spatial maps, top-concept tables.
+
+Layout of the heatmap (``▶`` marks asserted tokens, ``*`` asserted concepts, ``│`` separates clusters)::
+
+    token-latent heatmap  (rows: output tokens · columns: latents, clustered · │ between clusters)
+                  *stripes stripes │ triangle │ red
+                  #3       #99     │ #7       │ #12
+     ▶ triangle     2.31    1.90   │   0.40   │  0.10
+
+Cells are shaded (256-colour background with a legible value, or a shade glyph when colour is off). The width
+adapts to the terminal: columns that do not fit are dropped from the right and counted. Spatial maps use
+half-block characters, two patch rows per text line, so a 24×24 grid stays 12 lines high.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from tabulate import tabulate
+
+from ..analysis import Heatmap, heatmap
+from .style import SHADES, Style, visible_len
+
+if TYPE_CHECKING:
+    from ..trace import Trace
+
+CELL = 7  # characters per heatmap column (value + shade)
+TOKEN_COL = 14
+
+
+def terminal_width(default: int = 100) -> int:
+    return max(40, shutil.get_terminal_size((default, 24)).columns)
+
+
+def _fmt(value: float) -> str:
+    if value == 0:
+        return "·"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def _token_label(text: str) -> str:
+    text = text.replace("\n", "\\n").strip() or repr(text)
+    return text if len(text) <= TOKEN_COL - 3 else text[: TOKEN_COL - 4] + "…"
+
+
+def render_heatmap(hm: Heatmap, *, style: Style, width: int | None = None) -> str:
+    """The heatmap as text, at most ``width`` characters wide."""
+    width = width or terminal_width()
+    title = style.bold("token-latent heatmap") + style.dim(
+        "  (rows: output tokens · columns: latents, clustered · │ between clusters)"
+    )
+    if not hm.latents or not hm.tokens:
+        return title + "\n  (no active latents for these tokens)"
+    fit = max(1, (width - TOKEN_COL) // (CELL + 1))
+    n = min(len(hm.latents), fit)
+    vmax = float(np.abs(hm.values[:, :n]).max()) if hm.values.size else 0.0
+    vmax = vmax if vmax > 0 else 1.0
+
+    def sep(j: int) -> str:
+        return style.dim("│") if j > 0 and hm.clusters[j] != hm.clusters[j - 1] else " "
+
+    names, ids = [], []
+    for j in range(n):
+        mark = "*" if hm.latents[j] in hm.highlight_latents else ""
+        name = (mark + hm.names[j])[:CELL]
+        names.append(sep(j) + (style.bold(name.ljust(CELL)) if mark else name.ljust(CELL)))
+        ids.append(sep(j) + style.dim(f"#{hm.latents[j]}".ljust(CELL)))
+    lines = [title, " " * TOKEN_COL + "".join(names), " " * TOKEN_COL + "".join(ids)]
+    for t, token in enumerate(hm.tokens):
+        marker = "▶ " if t in hm.highlight_tokens else "  "
+        label = (marker + _token_label(token)).ljust(TOKEN_COL)
+        label = style.bold(label) if t in hm.highlight_tokens else label
+        cells = []
+        for j in range(n):
+            value = float(hm.values[t, j])
+            cells.append(sep(j) + style.cell(_fmt(value).rjust(CELL - 1), abs(value) / vmax))
+        lines.append(label + "".join(cells))
+    if n < len(hm.latents):
+        lines.append(style.dim(f"  … {len(hm.latents) - n} more latent(s) not shown (terminal width {width})"))
+    return "\n".join(lines)
+
+
+def _levels(values: torch.Tensor) -> torch.Tensor:
+    top = float(values.max()) if values.numel() else 0.0
+    return values / top if top > 0 else torch.zeros_like(values)
+
+
+def _grid_lines(levels: torch.Tensor, grid: tuple[int, int], style: Style,
+                colours: list[tuple[int, int, int]] | None = None) -> list[str]:
+    """A ``[rows*cols]`` map as text, two characters per patch.
+
+    With colour: half blocks, two patch rows per line (``colours`` gives RGB per patch for the image panel).
+    Without colour: one line per patch row, shade glyphs.
+    """
+    rows, cols = grid
+    lv = levels.reshape(rows, cols)
+    if not style.enabled:
+        return ["".join(SHADES[round(float(lv[r, c]) * (len(SHADES) - 1))] * 2 for c in range(cols))
+                for r in range(rows)]
+    lines = []
+    for r in range(0, rows, 2):
+        chars = []
+        for c in range(cols):
+            top = float(lv[r, c])
+            bottom = float(lv[r + 1, c]) if r + 1 < rows else 0.0
+            rgb = None
+            if colours is not None:
+                rgb = (colours[r * cols + c], colours[(r + 1) * cols + c] if r + 1 < rows else (0, 0, 0))
+            chars.append(style.half_block(top, bottom, rgb=rgb) * 2)
+        lines.append("".join(chars))
+    return lines
+
+
+def _thumbnail(trace: Trace) -> list[tuple[int, int, int]] | None:
+    if trace.image is None:
+        return None
+    rows, cols = trace.grid
+    small = trace.image.convert("RGB").resize((cols, rows))
+    return [tuple(int(v) for v in px) for px in small.getdata()]  # type: ignore[misc]
+
+
+def render_spatial(trace: Trace, latents: Sequence[int], token: int | None, *, style: Style,
+                   concept: str = "concept") -> str:
+    """Side by side: the image, where ``latents`` fire, and where output token ``token`` attends."""
+    panels: list[tuple[str, list[str]]] = []
+    colours = _thumbnail(trace)
+    rows, cols = trace.grid
+    if colours is not None and style.enabled:
+        panels.append(("image", _grid_lines(torch.zeros(rows * cols), trace.grid, style, colours)))
+    ids = torch.tensor(list(latents), dtype=torch.long)
+    fires = trace.acts[:, ids].sum(1) if len(ids) else torch.zeros(trace.n_patches)
+    panels.append((f"{concept} fires", _grid_lines(_levels(fires), trace.grid, style)))
+    if token is not None and trace.n_tokens:
+        att = trace.attention[token]
+        panels.append((f"'{_token_label(trace.output_tokens[token])}' attends", _grid_lines(_levels(att),
+                                                                                          trace.grid, style)))
+    width = max(cols * 2, max(len(t) for t, _ in panels)) + 3
+    header = "".join(style.dim(t.ljust(width)) for t, _ in panels)
+    height = max(len(lines) for _, lines in panels)
+    body = []
+    for i in range(height):
+        parts = []
+        for _, lines in panels:
+            text = lines[i] if i < len(lines) else ""
+            parts.append(text + " " * (width - visible_len(text)))
+        body.append("".join(parts).rstrip())
+    return "\n".join([header, *body])
+
+
+def render_top_concepts(trace: Trace, k: int = 5) -> str:
+    rows = []
+    labels = trace.labels
+    for t, token in enumerate(trace.output_tokens):
+        tops = trace.top_concepts(t, k)
+        rows.append([t, _token_label(token),
+                     ", ".join(f"{labels.display(i) if labels else f'#{i}'} {s:.2f}" for i, s in tops) or "-"])
+    return tabulate(rows, headers=["#", "token", f"top-{k} attended concepts (score)"], tablefmt="simple")
+
+
+def render_trace(
+    trace: Trace,
+    *,
+    style: Style,
+    width: int | None = None,
+    top_k: int = 5,
+    highlight_latents: Sequence[int] = (),
+    highlight_tokens: Sequence[int] = (),
+    spatial: Sequence[tuple[str, Sequence[int], int | None]] = (),
+) -> str:
+    """Answer, top concepts per token, the heatmap and spatial maps of a trace."""
+    width = width or terminal_width()
+    hm = heatmap(trace, top_k=top_k, extra=highlight_latents, highlight_tokens=highlight_tokens)
+    captured = ", ".join(
+        f"{trace.labels.display(i) if trace.labels else f'#{i}'} {s:.2f}" for i, s in trace.top_captured(6)
+    )
+    parts = [
+        f"{style.bold('prompt:')} {trace.prompt}",
+        f"{style.bold('answer:')} {trace.answer!r}  (p={trace.answer_prob:.3f})",
+        f"{style.bold('captured:')} {captured or '-'}",
+        "",
+        render_top_concepts(trace, top_k),
+        "",
+        render_heatmap(hm, style=style, width=width),
+    ]
+    for concept, latents, token in spatial:
+        parts += ["", render_spatial(trace, latents, token, style=style, concept=concept)]
+    return "\n".join(parts)

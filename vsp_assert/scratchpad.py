@@ -1,0 +1,351 @@
+"""The Scratchpad: run a VLM on (image, prompt) and see it through an SAE.
+
+This module owns the flow of one case through the model: preprocessing via the family adapter, one greedy
+``generate`` during which a hook reads the SAE layer and the capturing attention records, per generated token,
+the attention of the query that produced it; then the SAE encode and the attention-weighted scores (a
+:class:`~vsp_assert.trace.Trace`); and the batched interventions that re-enter the model at the hooked layer.
+
+Every hook lives inside a ``with`` block (see :mod:`vsp_assert.hooks`), so a case that raises leaves the model as
+it found it. ``stats`` counts the model calls the Scratchpad makes (the structural tests read it).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .adapters import PatchMap
+from .attention import AttentionRecorder, recording
+from .errors import InputError, SAEError
+from .hooks import forward_hook, get_module
+from .images import load_image
+from .interventions import Intervention, InterventionResult, ResolvedIntervention, make_edit, resolve
+from .models import LoadedModel
+from .sae import SAE
+from .trace import Trace
+
+
+class Scratchpad:
+    """Runs (image, prompt) pairs on ``model`` and explains the answers with ``sae``.
+
+    Args:
+        model: a :class:`~vsp_assert.models.LoadedModel` (``load_model(...)``).
+        sae: an :class:`~vsp_assert.sae.SAE` on one of the model's vision layers (``load_sae(...)``).
+        attention_layers: LM layers whose attention is averaged into ``Trace.attention`` (default: all).
+        max_new_tokens: default generation length.
+    """
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        sae: SAE,
+        *,
+        attention_layers: Sequence[int] | None = None,
+        max_new_tokens: int = 8,
+    ) -> None:
+        self.loaded = model
+        self.adapter = model.adapter
+        hook_layer = sae.hook_layer or self.adapter.default_hook_layer()
+        self.adapter.validate_hook_layer(hook_layer)
+        self.hook_layer = hook_layer
+        self.hook_module = get_module(model.model, hook_layer)
+        width = self.adapter.vision_width()
+        if sae.d_in != width:
+            raise SAEError(
+                f"the SAE reads d_in={sae.d_in} but the hooked layer '{hook_layer}' has width {width}",
+                file=str(sae.path) if sae.path else None,
+                field="d_in",
+                received=sae.d_in,
+                allowed=str(width),
+                fix="use the SAE trained on this model's vision layer",
+            )
+        self.sae = sae.to(model.device)
+        n_layers = self.adapter.lm_num_layers()
+        layers = list(range(n_layers)) if attention_layers is None else list(attention_layers)
+        bad = [i for i in layers if not isinstance(i, int) or not -n_layers <= i < n_layers]
+        if bad or not layers:
+            raise InputError("attention layers out of range", field="attention_layers", received=bad or layers,
+                             allowed=f"LM layer indices 0..{n_layers - 1} (negative counts from the end)")
+        self.layers = sorted({i % n_layers for i in layers})
+        self.max_new_tokens = max_new_tokens
+        self.stats: Counter[str] = Counter()
+
+    @property
+    def model(self) -> Any:
+        return self.loaded.model
+
+    @property
+    def labels(self) -> Any:
+        return self.sae.labels
+
+    # ------------------------------------------------------------------ run
+    def run(self, image: Any, prompt: str, *, max_new_tokens: int | None = None) -> Trace:
+        """Answer ``prompt`` about ``image`` (path, PIL image or array) and return its :class:`Trace`."""
+        return self.run_batch([image], [prompt], max_new_tokens=max_new_tokens)[0]
+
+    def run_batch(
+        self, images: Sequence[Any], prompts: Sequence[str], *, max_new_tokens: int | None = None
+    ) -> list[Trace]:
+        """Several (image, prompt) pairs in one batched ``generate``; same results as one by one."""
+        if len(images) != len(prompts):
+            raise InputError("images and prompts differ in number", received=(len(images), len(prompts)))
+        max_new = self.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
+        if max_new < 1:
+            raise InputError("max_new_tokens must be at least 1", field="max_new_tokens", received=max_new)
+        pil = [load_image(img) for img in images]
+        inputs = self._to_device(self.adapter.prepare(pil, list(prompts)))
+        self._check_length(inputs, max_new)
+        maps = [self.adapter.patch_map(inputs, b) for b in range(len(pil))]
+        n_img = max(m.image_positions.numel() for m in maps)
+        positions = torch.stack(
+            [torch.nn.functional.pad(m.image_positions, (0, n_img - m.image_positions.numel())) for m in maps]
+        )  # [B, N_img]
+        captured: dict[str, torch.Tensor] = {}
+
+        def grab(hidden: torch.Tensor) -> None:  # [B, S, d_vision], once: the vision tower runs at prefill
+            captured.setdefault("z", hidden.detach())
+
+        recorder = AttentionRecorder(image_positions=positions, rows=1, layers=set(self.layers))
+        with forward_hook(self.hook_module, grab), recording(recorder), torch.inference_mode():
+            out = self.model.generate(
+                **inputs,
+                max_new_tokens=max_new,
+                do_sample=False,
+                num_beams=1,
+                output_logits=True,
+                return_dict_in_generate=True,
+                pad_token_id=self._pad_id(),
+            )
+        self.stats["generate"] += 1
+        if "z" not in captured:
+            raise SAEError(f"the hooked layer '{self.hook_layer}' never ran during generation",
+                           field="hook_layer", received=self.hook_layer)
+        records = recorder.stacked()  # [L_sel, steps, B, H, 1, N_img]
+        logits = torch.stack(out.logits, dim=1).float()  # [B, steps, V]
+        prompt_len = inputs["input_ids"].shape[1]
+        traces = []
+        for b in range(len(pil)):
+            traces.append(
+                self._trace(b, pil[b], prompts[b], inputs, maps[b], captured["z"], records, logits,
+                            out.sequences[b], prompt_len)
+            )
+        return traces
+
+    def _trace(
+        self,
+        b: int,
+        image: Any,
+        prompt: str,
+        inputs: dict[str, torch.Tensor],
+        pmap: PatchMap,
+        z: torch.Tensor,  # [B, S, d_vision]
+        records: torch.Tensor,  # [L_sel, steps, B, H, 1, N_img]
+        logits: torch.Tensor,  # [B, steps, V]
+        sequence: torch.Tensor,  # [L_prompt + steps]
+        prompt_len: int,
+    ) -> Trace:
+        tok = self.adapter.tokenizer
+        eos = self.adapter.eos_token_ids()
+        generated = sequence[prompt_len:].tolist()
+        n = len(generated)
+        for i, token_id in enumerate(generated):
+            if token_id in eos:
+                n = i
+                break
+        ended = n < len(generated)
+        ids = torch.tensor(generated[:n], dtype=torch.long)
+        probs = torch.softmax(logits[b, :n], dim=-1)  # [T, V]
+        token_probs = probs.gather(1, ids[:, None].to(probs.device)).flatten().cpu()  # [T]
+        # attention: query row of step t produced token t; mean over heads, restrict to this element's images
+        n_img = pmap.image_positions.numel()
+        per_layer = records[:, :n, b, :, 0, :n_img].float().mean(dim=2).cpu()  # [L_sel, T, N_img]
+        mapped = pmap.to_patches(per_layer)  # [L_sel, T, P]
+        by_layer = mapped / mapped.sum(-1, keepdim=True).clamp_min(1e-30)
+        mean = mapped.mean(0)  # [T, P]
+        attention = mean / mean.sum(-1, keepdim=True).clamp_min(1e-30)
+        patch_idx = self.adapter.patch_token_index(z.shape[1])
+        x = z[b, patch_idx.to(z.device)]  # [P, d_vision]
+        if not bool(torch.isfinite(x).all()):
+            raise InputError(
+                f"the hooked layer '{self.hook_layer}' produced NaN/inf activations",
+                field="image",
+                fix="check the model's dtype (try float32) and the image preprocessing",
+            )
+        with torch.inference_mode():
+            acts = self.sae.encode(x).float().cpu()  # [P, d_sae]
+        scores = attention @ acts  # [T, d_sae]
+        keep = inputs["attention_mask"][b].bool()
+        own_inputs = {
+            "input_ids": inputs["input_ids"][b][keep][None],
+            "pixel_values": inputs["pixel_values"][b : b + 1],
+            **{k: v[b : b + 1] for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "pixel_values")
+               and isinstance(v, torch.Tensor) and v.shape[:1] == inputs["input_ids"].shape[:1]},
+        }
+        own_prompt_len = int(keep.sum())
+        return Trace(
+            prompt=prompt,
+            answer=tok.decode(ids.tolist(), skip_special_tokens=True).strip(),
+            output_tokens=[tok.decode([i]) for i in ids.tolist()],
+            output_ids=ids,
+            token_probs=token_probs,
+            answer_prob=float(token_probs.prod()) if n else 1.0,
+            acts=acts,
+            attention=attention,
+            attention_by_layer=by_layer,
+            scores=scores,
+            image_scores=acts.mean(0),
+            grid=pmap.grid,
+            layers=list(self.layers),
+            image=image,
+            labels=self.sae.labels,
+            _inputs=own_inputs,
+            _sequence=torch.cat([own_inputs["input_ids"][0].cpu(), ids, torch.tensor(
+                [generated[n]] if ended else [], dtype=torch.long)]),
+            _prompt_len=own_prompt_len,
+            _patch_index=patch_idx.cpu(),
+            _scratchpad=self,
+        )
+
+    # ------------------------------------------------------------------ interventions
+    def intervene(self, trace: Trace, interventions: Sequence[Intervention]) -> list[InterventionResult]:
+        """Apply each intervention to ``trace``'s case; all of them in one batched teacher-forced forward."""
+        if not interventions:
+            return []
+        specs = [resolve(spec, self.sae.labels, trace.n_patches) for spec in interventions]
+        k = len(specs)
+        T = trace.n_tokens
+        device = self.loaded.device
+        prompt_ids = trace._inputs["input_ids"].to(device)  # [1, L]
+        answer_ids = trace.output_ids.to(device)  # [T]
+        teacher = torch.cat([prompt_ids[0], answer_ids])[None].repeat(k + 1, 1)  # [K+1, L+T]
+        extra = self._repeat_extra(trace, k + 1)
+        rows: list[ResolvedIntervention | None] = [None, *specs]
+        patch_idx = trace._patch_index
+        edit = make_edit(self.sae, patch_idx, rows)
+        with forward_hook(self.hook_module, edit), torch.inference_mode():
+            out = self.model(
+                input_ids=teacher,
+                attention_mask=torch.ones_like(teacher),
+                logits_to_keep=T + 1,
+                **extra,
+            )
+        self.stats["intervention_forward"] += 1
+        logits = out.logits.float()  # [K+1, T+1, V]
+        logp = torch.log_softmax(logits, dim=-1)
+        if T:
+            tok_logp = logp[:, :T].gather(2, answer_ids[None, :, None].expand(k + 1, T, 1))[..., 0]  # [K+1, T]
+        else:
+            tok_logp = torch.zeros(k + 1, 0, device=logits.device)
+        p_answer = tok_logp.sum(1).exp().cpu()  # [K+1]
+        greedy = logits.argmax(-1)  # [K+1, T+1]
+        ended = trace._sequence is not None and trace._sequence.numel() > trace._prompt_len + T
+        eos = self.adapter.eos_token_ids()
+        diverged = []
+        for r in range(1, k + 1):
+            same = bool((greedy[r, :T] == answer_ids).all())
+            if same and ended:
+                same = int(greedy[r, T]) in eos
+            if not same:
+                diverged.append(r)
+        answers = {r: trace.answer for r in range(1, k + 1)}
+        if diverged:
+            answers.update(self._regenerate(trace, [rows[r] for r in diverged], diverged, patch_idx))
+        results = []
+        for r, spec in enumerate(specs, start=1):
+            results.append(
+                InterventionResult(
+                    intervention=spec.spec,
+                    latents=spec.latents.tolist(),
+                    answer_before=trace.answer,
+                    answer_after=answers[r],
+                    p_before=float(p_answer[0]),
+                    p_after=float(p_answer[r]),
+                    token_p_after=tok_logp[r].exp().cpu().tolist(),
+                )
+            )
+        return results
+
+    def ablate(self, trace: Trace, *concepts: Any, patches: Sequence[int] | None = None) -> InterventionResult:
+        """Ablate ``concepts`` (names, ``"#id"`` or ints) in ``trace``'s case: one intervention."""
+        return self.intervene(trace, [Intervention.ablate(*concepts, patches=patches)])[0]
+
+    def _regenerate(
+        self,
+        trace: Trace,
+        specs: list[ResolvedIntervention | None],
+        row_ids: list[int],
+        patch_idx: torch.Tensor,
+    ) -> dict[int, str]:
+        """Greedy answers of the patched model for the rows whose teacher-forced argmax diverged."""
+        n = len(specs)
+        device = self.loaded.device
+        ids = trace._inputs["input_ids"].to(device).repeat(n, 1)
+        extra = self._repeat_extra(trace, n)
+        edit = make_edit(self.sae, patch_idx, specs)
+        with forward_hook(self.hook_module, edit), torch.inference_mode():
+            out = self.model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max(self.max_new_tokens, trace.n_tokens + 1),
+                do_sample=False,
+                num_beams=1,
+                pad_token_id=self._pad_id(),
+                **extra,
+            )
+        self.stats["intervention_generate"] += 1
+        eos = self.adapter.eos_token_ids()
+        tok = self.adapter.tokenizer
+        answers = {}
+        for j, r in enumerate(row_ids):
+            gen = out[j, ids.shape[1]:].tolist()
+            cut = next((i for i, t in enumerate(gen) if t in eos), len(gen))
+            answers[r] = tok.decode(gen[:cut], skip_special_tokens=True).strip()
+        return answers
+
+    # ------------------------------------------------------------------ helpers
+    def _repeat_extra(self, trace: Trace, n: int) -> dict[str, torch.Tensor]:
+        device = self.loaded.device
+        extra = {}
+        for key, value in trace._inputs.items():
+            if key == "input_ids":
+                continue
+            value = value.to(device)
+            if key == "pixel_values" and value.is_floating_point():
+                value = value.to(self.loaded.dtype)
+            extra[key] = value.repeat(n, *([1] * (value.dim() - 1)))
+        return extra
+
+    def _to_device(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        device, dtype = self.loaded.device, self.loaded.dtype
+        out = {}
+        for key, value in inputs.items():
+            if isinstance(value, torch.Tensor):
+                value = value.to(device)
+                if value.is_floating_point():
+                    value = value.to(dtype)
+            out[key] = value
+        return out
+
+    def _check_length(self, inputs: dict[str, torch.Tensor], max_new: int) -> None:
+        limit = self.adapter.context_length()
+        length = int(inputs["input_ids"].shape[1])
+        if limit is not None and length + max_new > limit:
+            raise InputError(
+                f"prompt ({length} tokens with the image) plus max_new_tokens={max_new} exceeds the model's "
+                f"context length {limit}",
+                field="prompt",
+                received=length,
+                allowed=f"at most {limit - max_new} prompt tokens",
+                fix="shorten the prompt or lower max_new_tokens",
+            )
+
+    def _pad_id(self) -> int | None:
+        tok = self.adapter.tokenizer
+        pad = getattr(tok, "pad_token_id", None)
+        if pad is None:
+            eos = sorted(self.adapter.eos_token_ids())
+            pad = eos[0] if eos else None
+        return pad

@@ -1,0 +1,114 @@
+"""The record of one (image, prompt) run: what the model answered and which concepts it used.
+
+A :class:`Trace` holds every array the assertions, the heatmap and the reports need, so rendering never re-runs
+the model. All arrays are CPU float32 tensors; ``T`` is the number of output tokens (EOS excluded), ``P`` the
+number of encoder patches the SAE reads, ``d_sae`` the SAE width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from .assertions import AssertionRecord
+    from .labels import ConceptLabels
+    from .scratchpad import Scratchpad
+
+
+@dataclass
+class Trace:
+    """One run of a VLM on (image, prompt), seen through an SAE.
+
+    Attributes:
+        prompt: the user prompt (before the chat template).
+        answer: the greedy answer, decoded, special tokens removed, stripped.
+        output_tokens: the answer's tokens as text, ``T`` of them (EOS excluded).
+        output_ids: ``[T]`` long — their token ids.
+        token_probs: ``[T]`` — probability of each output token when it was generated.
+        answer_prob: product of ``token_probs`` (probability of the whole answer, greedy path).
+        acts: ``[P, d_sae]`` — SAE latent activations ``f[p, k]`` per encoder patch at the hooked layer.
+        attention: ``[T, P]`` — text-to-image attention ``A[t, p]`` of the query that produced token t, averaged
+            over the chosen LM layers and all heads, restricted to image keys, mapped to patches; rows sum to 1.
+        attention_by_layer: ``[L_sel, T, P]`` — the same before averaging over layers (rows sum to 1 each).
+        scores: ``[T, d_sae]`` — attention-weighted concept scores ``s[t, k] = Σ_p A[t, p] f[p, k]``.
+        image_scores: ``[d_sae]`` — unweighted image-level scores, the mean of ``f[p, k]`` over patches.
+        grid: ``(rows, cols)`` of the patch grid (row-major patches).
+        layers: the LM layers averaged into ``attention``.
+        image: the RGB PIL image the model saw (before the processor).
+    """
+
+    prompt: str
+    answer: str
+    output_tokens: list[str]
+    output_ids: torch.Tensor
+    token_probs: torch.Tensor
+    answer_prob: float
+    acts: torch.Tensor
+    attention: torch.Tensor
+    attention_by_layer: torch.Tensor
+    scores: torch.Tensor
+    image_scores: torch.Tensor
+    grid: tuple[int, int]
+    layers: list[int]
+    image: Any = None
+    labels: ConceptLabels | None = None
+    # what interventions need to re-enter the model (kept private to the engine)
+    _inputs: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    _sequence: torch.Tensor | None = field(default=None, repr=False)  # [L_prompt + T (+EOS)] long
+    _prompt_len: int = field(default=0, repr=False)
+    _patch_index: torch.Tensor | None = field(default=None, repr=False)  # [P] hooked-layer token of each patch
+    _scratchpad: Scratchpad | None = field(default=None, repr=False)
+    records: list[AssertionRecord] = field(default_factory=list, repr=False)
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.output_tokens)
+
+    @property
+    def n_patches(self) -> int:
+        return int(self.acts.shape[0])
+
+    def token_index(self, token: str | int) -> int:
+        """Index of an output token given as its text (first match, whitespace-insensitive) or an int."""
+        from .errors import InputError
+
+        if isinstance(token, bool):
+            raise InputError("token must be text or an index", field="token", received=token)
+        if isinstance(token, int):
+            if -self.n_tokens <= token < self.n_tokens:
+                return token % self.n_tokens
+            raise InputError(f"output token index {token} is out of range", field="token", received=token,
+                             allowed=f"0..{self.n_tokens - 1} (answer {self.answer!r})")
+        wanted = str(token).strip().lower()
+        for i, text in enumerate(self.output_tokens):
+            if text.strip().lower() == wanted:
+                return i
+        raise InputError(
+            f"the answer has no output token {token!r}",
+            field="token",
+            received=token,
+            allowed=", ".join(repr(t) for t in self.output_tokens) + f" (answer {self.answer!r}) or an index",
+        )
+
+    def resolve(self, concepts: Any) -> list[int]:
+        assert self.labels is not None
+        return self.labels.resolve_many(concepts)
+
+    def top_concepts(self, token: str | int, k: int = 5) -> list[tuple[int, float]]:
+        """The ``k`` latents with the highest attention-weighted score for an output token: ``(id, score)``."""
+        row = self.scores[self.token_index(token)]
+        values, ids = torch.topk(row, k=min(k, row.numel()))
+        return [(int(i), float(v)) for i, v in zip(ids, values) if float(v) > 0.0]
+
+    def top_captured(self, k: int = 10) -> list[tuple[int, float]]:
+        values, ids = torch.topk(self.image_scores, k=min(k, self.image_scores.numel()))
+        return [(int(i), float(v)) for i, v in zip(ids, values) if float(v) > 0.0]
+
+    def concept_score(self, concept: Any, token: str | int | None = None) -> float:
+        """Summed score of a concept's latents: image-level (``token=None``) or for one output token."""
+        ids = self.resolve(concept)
+        row = self.image_scores if token is None else self.scores[self.token_index(token)]
+        return float(row[ids].sum())
