@@ -1,0 +1,83 @@
+"""The ``vsp-assert shapes`` commands: ``train`` (both recipes) and ``report`` (figures on held-out scenes).
+
+This module only wires argparse to :mod:`~vsp_assert.shapes.train`, :mod:`~vsp_assert.shapes.train_sae` and
+:mod:`~vsp_assert.shapes.report`; the main CLI calls :func:`add_commands`. Heavy imports happen inside the
+command functions so that ``vsp-assert --help`` stays fast. ``python -m vsp_assert.shapes.cli`` runs it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+
+    from vsp_assert.shapes import ARTIFACTS_DIR
+    from vsp_assert.shapes.train import TrainConfig, train_and_save
+    from vsp_assert.shapes.train_sae import SAETrainConfig, train_and_save_sae
+
+    out = Path(args.out) if args.out else ARTIFACTS_DIR
+    t0 = time.perf_counter()
+    model_cfg = TrainConfig(seed=args.seed, **({"steps": args.steps} if args.steps else {}))
+    sae_cfg = SAETrainConfig(seed=args.seed, **({"steps": args.sae_steps} if args.sae_steps else {}))
+    if args.quick:  # a smoke run: seconds, not a usable model
+        model_cfg = TrainConfig(seed=args.seed, steps=args.steps or 4, batch_size=8, warmup_steps=2, log_every=1)
+        sae_cfg = SAETrainConfig(
+            seed=args.seed, steps=args.sae_steps or 20, batch_size=256, n_scenes=32, n_label_scenes=32, log_every=10
+        )
+    if not args.sae_only:
+        train_and_save(model_cfg, out / "model")
+    from transformers import LlavaForConditionalGeneration
+
+    model = LlavaForConditionalGeneration.from_pretrained(out / "model", attn_implementation="eager")
+    torch.set_num_threads(sae_cfg.threads)
+    train_and_save_sae(model, out / "sae", sae_cfg)
+    print(f"done in {time.perf_counter() - t0:.0f}s; artifacts in {out}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from vsp_assert.shapes.report import compute_report, format_report
+
+    d = compute_report(args.seed, args.n, model_dir=args.model, sae_dir=args.sae)
+    print(json.dumps(d, indent=2) if args.json else format_report(d))
+    return 0
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add ``shapes train`` and ``shapes report`` to the main CLI's subparsers."""
+    shapes = subparsers.add_parser("shapes", help="the embedded shapes-world model: train it or report on it")
+    sub = shapes.add_subparsers(dest="shapes_command", required=True)
+
+    tr = sub.add_parser("train", help="train the shapes model and its SAE by the project's recipe (seeded)")
+    tr.add_argument("--out", default=None, help="artifacts folder (default: the package's shipped artifacts)")
+    tr.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    tr.add_argument("--steps", type=int, default=None, help="model training steps (default: the recipe's)")
+    tr.add_argument("--sae-steps", type=int, default=None, help="SAE training steps (default: the recipe's)")
+    tr.add_argument("--sae-only", action="store_true", help="retrain only the SAE on the model in --out")
+    tr.add_argument("--quick", action="store_true", help="a few steps of both recipes (smoke test)")
+    tr.set_defaults(func=_train)
+
+    rp = sub.add_parser("report", help="accuracy, planted mechanisms and SAE health on held-out scenes")
+    rp.add_argument("--seed", type=int, default=1, help="evaluation seed; any seed gives held-out scenes")
+    rp.add_argument("--n", type=int, default=500, help="questions per set (clean, each trigger, each control)")
+    rp.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    rp.add_argument("--model", default=None, help="model folder (default: the shipped one)")
+    rp.add_argument("--sae", default=None, help="SAE folder (default: the shipped one)")
+    rp.set_defaults(func=_report)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vsp-assert")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
