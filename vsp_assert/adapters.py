@@ -119,6 +119,35 @@ class Adapter(ABC):
     def patch_token_index(self, n_tokens: int) -> torch.Tensor:
         """``[P]`` long: which tokens of the hooked layer's output ``[B, n_tokens, d]`` are image patches."""
 
+    def patches_of(self, hidden: torch.Tensor, batch: int) -> torch.Tensor:
+        """The image patches of the hooked layer's output, ``[B, P, d]``, for a batch of ``batch`` images.
+
+        Default: a batch-first ``[B, S, d]`` output whose patch tokens are :meth:`patch_token_index`. Families
+        whose vision layers run on packed ``[N, d]`` sequences override this and :meth:`with_patches`.
+        """
+        return hidden[:, self.patch_token_index(hidden.shape[1]).to(hidden.device)]
+
+    def with_patches(self, hidden: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+        """A copy of the hooked layer's output with its patches replaced by ``patches [B, P, d]``."""
+        new = hidden.clone()
+        new[:, self.patch_token_index(hidden.shape[1]).to(hidden.device)] = patches.to(hidden.dtype)
+        return new
+
+    def element_inputs(self, inputs: dict[str, torch.Tensor], index: int) -> dict[str, torch.Tensor]:
+        """The inputs of batch element ``index`` alone, left padding removed (batch size 1)."""
+        batch = inputs["input_ids"].shape[0]
+        keep = inputs["attention_mask"][index].bool()
+        out = {"input_ids": inputs["input_ids"][index][keep][None]}
+        for key, value in inputs.items():
+            if key in ("input_ids", "attention_mask") or not isinstance(value, torch.Tensor):
+                continue
+            out[key] = value[index : index + 1] if value.shape[:1] == (batch,) else value
+        return out
+
+    def repeat_inputs(self, inputs: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
+        """``n`` copies of single-element inputs as one batch (for batched interventions)."""
+        return {k: v.repeat(n, *([1] * (v.dim() - 1))) for k, v in inputs.items()}
+
     def vision_width(self) -> int:
         return int(self.model.config.vision_config.hidden_size)
 

@@ -95,7 +95,7 @@ def resolve(spec: Intervention, labels: Any, n_patches: int) -> ResolvedInterven
 
 def make_edit(
     sae: Any,
-    patch_index: torch.Tensor,
+    adapter: Any,
     rows: Sequence[ResolvedIntervention | None],
 ) -> Callable[[torch.Tensor], torch.Tensor | None]:
     """A hook edit for a batch whose row ``b`` gets intervention ``rows[b]`` (None = left untouched).
@@ -103,11 +103,10 @@ def make_edit(
     Returns ``None`` (no change at all) when every delta is zero, so no-op interventions are exact.
     """
 
-    def edit(hidden: torch.Tensor) -> torch.Tensor | None:  # hidden [B, S, d_in]
-        if hidden.shape[0] != len(rows):
-            raise RuntimeError(f"intervention batch has {hidden.shape[0]} rows, expected {len(rows)}")
-        idx = patch_index.to(hidden.device)
-        x = hidden[:, idx]  # [B, P, d_in]
+    def edit(hidden: torch.Tensor) -> torch.Tensor | None:  # hidden: the hooked layer's output
+        x = adapter.patches_of(hidden, len(rows))  # [B, P, d_in]
+        if x.shape[0] != len(rows):
+            raise RuntimeError(f"intervention batch has {x.shape[0]} rows, expected {len(rows)}")
         f = sae.encode(x)  # [B, P, d_sae]
         delta = torch.zeros_like(f)
         for b, row in enumerate(rows):
@@ -115,9 +114,7 @@ def make_edit(
                 delta[b] = row.delta(f[b])
         if not bool(delta.any()):
             return None
-        new = hidden.clone()
-        new[:, idx] = hidden[:, idx] + sae.decoder_delta(delta, x).to(hidden.dtype)
-        return new
+        return adapter.with_patches(hidden, x + sae.decoder_delta(delta, x).to(x.dtype))
 
     return edit
 

@@ -200,7 +200,8 @@ class SAE(nn.Module):
         dtype = _dtype(cfg.dtype, cfg.source)
         for name in expected:
             self.register_parameter(
-                name, nn.Parameter(weights[name].detach().to(dtype).clone(), requires_grad=False)
+                name, nn.Parameter(weights[name].detach().to(dtype).clone(memory_format=torch.contiguous_format),
+                                   requires_grad=False)
             )
         if self.labels.d_sae != cfg.d_sae:
             raise SAEError(

@@ -129,7 +129,7 @@ class Scratchpad:
         traces = []
         for b in range(len(pil)):
             traces.append(
-                self._trace(b, pil[b], prompts[b], inputs, maps[b], captured["z"], records, logits,
+                self._trace(b, pil[b], prompts[b], inputs, maps[b], captured["z"], len(pil), records, logits,
                             out.sequences[b], prompt_len)
             )
         return traces
@@ -141,7 +141,8 @@ class Scratchpad:
         prompt: str,
         inputs: dict[str, torch.Tensor],
         pmap: PatchMap,
-        z: torch.Tensor,  # [B, S, d_vision]
+        z: torch.Tensor,  # the hooked layer's output ([B, S, d_vision] for LLaVA)
+        z_batch: int,
         records: torch.Tensor,  # [L_sel, steps, B, H, 1, N_img]
         logits: torch.Tensor,  # [B, steps, V]
         sequence: torch.Tensor,  # [L_prompt + steps]
@@ -166,8 +167,7 @@ class Scratchpad:
         by_layer = mapped / mapped.sum(-1, keepdim=True).clamp_min(1e-30)
         mean = mapped.mean(0)  # [T, P]
         attention = mean / mean.sum(-1, keepdim=True).clamp_min(1e-30)
-        patch_idx = self.adapter.patch_token_index(z.shape[1])
-        x = z[b, patch_idx.to(z.device)]  # [P, d_vision]
+        x = self.adapter.patches_of(z, z_batch)[b, : pmap.n_patches]  # [P, d_vision]
         if not bool(torch.isfinite(x).all()):
             raise InputError(
                 f"the hooked layer '{self.hook_layer}' produced NaN/inf activations",
@@ -177,14 +177,8 @@ class Scratchpad:
         with torch.inference_mode():
             acts = self.sae.encode(x).float().cpu()  # [P, d_sae]
         scores = attention @ acts  # [T, d_sae]
-        keep = inputs["attention_mask"][b].bool()
-        own_inputs = {
-            "input_ids": inputs["input_ids"][b][keep][None],
-            "pixel_values": inputs["pixel_values"][b : b + 1],
-            **{k: v[b : b + 1] for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "pixel_values")
-               and isinstance(v, torch.Tensor) and v.shape[:1] == inputs["input_ids"].shape[:1]},
-        }
-        own_prompt_len = int(keep.sum())
+        own_inputs = self.adapter.element_inputs(inputs, b)
+        own_prompt_len = int(own_inputs["input_ids"].shape[1])
         return Trace(
             prompt=prompt,
             answer=tok.decode(ids.tolist(), skip_special_tokens=True).strip(),
@@ -205,7 +199,6 @@ class Scratchpad:
             _sequence=torch.cat([own_inputs["input_ids"][0].cpu(), ids, torch.tensor(
                 [generated[n]] if ended else [], dtype=torch.long)]),
             _prompt_len=own_prompt_len,
-            _patch_index=patch_idx.cpu(),
             _scratchpad=self,
         )
 
@@ -223,8 +216,7 @@ class Scratchpad:
         teacher = torch.cat([prompt_ids[0], answer_ids])[None].repeat(k + 1, 1)  # [K+1, L+T]
         extra = self._repeat_extra(trace, k + 1)
         rows: list[ResolvedIntervention | None] = [None, *specs]
-        patch_idx = trace._patch_index
-        edit = make_edit(self.sae, patch_idx, rows)
+        edit = make_edit(self.sae, self.adapter, rows)
         with forward_hook(self.hook_module, edit), torch.inference_mode():
             out = self.model(
                 input_ids=teacher,
@@ -252,7 +244,7 @@ class Scratchpad:
                 diverged.append(r)
         answers = {r: trace.answer for r in range(1, k + 1)}
         if diverged:
-            answers.update(self._regenerate(trace, [rows[r] for r in diverged], diverged, patch_idx))
+            answers.update(self._regenerate(trace, [rows[r] for r in diverged], diverged))
         results = []
         for r, spec in enumerate(specs, start=1):
             results.append(
@@ -277,14 +269,13 @@ class Scratchpad:
         trace: Trace,
         specs: list[ResolvedIntervention | None],
         row_ids: list[int],
-        patch_idx: torch.Tensor,
     ) -> dict[int, str]:
         """Greedy answers of the patched model for the rows whose teacher-forced argmax diverged."""
         n = len(specs)
         device = self.loaded.device
         ids = trace._inputs["input_ids"].to(device).repeat(n, 1)
         extra = self._repeat_extra(trace, n)
-        edit = make_edit(self.sae, patch_idx, specs)
+        edit = make_edit(self.sae, self.adapter, specs)
         with forward_hook(self.hook_module, edit), torch.inference_mode():
             out = self.model.generate(
                 input_ids=ids,
@@ -307,16 +298,9 @@ class Scratchpad:
 
     # ------------------------------------------------------------------ helpers
     def _repeat_extra(self, trace: Trace, n: int) -> dict[str, torch.Tensor]:
-        device = self.loaded.device
-        extra = {}
-        for key, value in trace._inputs.items():
-            if key == "input_ids":
-                continue
-            value = value.to(device)
-            if key == "pixel_values" and value.is_floating_point():
-                value = value.to(self.loaded.dtype)
-            extra[key] = value.repeat(n, *([1] * (value.dim() - 1)))
-        return extra
+        """Everything but input_ids of ``trace``'s inputs, ``n`` times, on the model's device and dtype."""
+        single = {k: v for k, v in trace._inputs.items() if k != "input_ids"}
+        return self._to_device(self.adapter.repeat_inputs(single, n))
 
     def _to_device(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         device, dtype = self.loaded.device, self.loaded.dtype

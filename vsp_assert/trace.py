@@ -59,7 +59,6 @@ class Trace:
     _inputs: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     _sequence: torch.Tensor | None = field(default=None, repr=False)  # [L_prompt + T (+EOS)] long
     _prompt_len: int = field(default=0, repr=False)
-    _patch_index: torch.Tensor | None = field(default=None, repr=False)  # [P] hooked-layer token of each patch
     _scratchpad: Scratchpad | None = field(default=None, repr=False)
     records: list[AssertionRecord] = field(default_factory=list, repr=False)
 

@@ -1,0 +1,143 @@
+"""Interventions: exact no-op identity, local effects, batching, and hooks that never leak."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vsp_assert import Intervention, Scratchpad
+from vsp_assert.errors import InputError
+from vsp_assert.hooks import count_hooks, forward_hook
+from vsp_assert.interventions import make_edit, resolve
+
+
+def forward_logits(loaded, inputs, edit=None, module=None):
+    with torch.no_grad():
+        if edit is None:
+            return loaded.model(**inputs).logits
+        with forward_hook(module, edit):
+            return loaded.model(**inputs).logits
+
+
+def test_noop_patched_forward_is_bit_identical(pad, images):
+    loaded = pad.loaded
+    inputs = loaded.adapter.prepare(images[:2], ["what color is the square ?", "is there a red circle ?"])
+    rows = [resolve(Intervention.ablate(), pad.labels, 16), resolve(Intervention.steer("red", scale=1.0),
+                                                                    pad.labels, 16)]
+    plain = forward_logits(loaded, inputs)
+    patched = forward_logits(loaded, inputs, make_edit(pad.sae, pad.adapter, rows), pad.hook_module)
+    assert torch.equal(plain, patched)
+
+
+def test_noop_interventions_report_zero_drop_and_same_answer(pad, images):
+    # rows of one batch may differ in the last float bits (BLAS blocking), hence approx here; the bitwise
+    # guarantee for an identical batch is test_noop_patched_forward_is_bit_identical
+    trace = pad.run(images[0], "what color is the square ?")
+    for result in pad.intervene(trace, [Intervention.ablate(), Intervention.steer("blue", scale=1.0)]):
+        assert result.p_after == pytest.approx(result.p_before, rel=1e-5)
+        assert not result.changed and result.answer_after == trace.answer
+
+
+def test_ablation_changes_logits_only_after_the_image(pad, images):
+    loaded = pad.loaded
+    inputs = loaded.adapter.prepare([images[1]], ["what color is the square ?"])
+    top = int(pad.run(images[1], "what color is the square ?").image_scores.argmax())
+    edit = make_edit(pad.sae, pad.adapter, [resolve(Intervention.ablate(top), pad.labels, 16)])
+    plain = forward_logits(loaded, inputs)
+    patched = forward_logits(loaded, inputs, edit, pad.hook_module)
+    first_image = int(torch.nonzero(inputs["input_ids"][0] == loaded.model.config.image_token_id)[0])
+    assert torch.equal(plain[:, :first_image], patched[:, :first_image])
+    assert not torch.allclose(plain[:, first_image:], patched[:, first_image:])
+
+
+def test_patch_restricted_ablation_edits_only_those_patches(pad, images):
+    trace = pad.run(images[0], "what color is the square ?")
+    latent = int(trace.acts.sum(0).argmax())
+    active = [p for p in range(trace.n_patches) if trace.acts[p, latent] > 0]
+    assert active, "the chosen latent fires somewhere"
+    chosen = active[:1]
+    seen = {}
+    edit = make_edit(pad.sae, pad.adapter, [resolve(Intervention.ablate(latent, patches=chosen),
+                                                            pad.labels, trace.n_patches)])
+
+    def spy(hidden):
+        seen["before"] = hidden.clone()
+        out = edit(hidden)
+        seen["after"] = out if out is not None else hidden
+        return out
+
+    inputs = pad.loaded.adapter.prepare([images[0]], ["what color is the square ?"])
+    forward_logits(pad.loaded, inputs, spy, pad.hook_module)
+    changed = (seen["after"] != seen["before"]).any(-1)[0]  # [S]
+    assert changed.nonzero().flatten().tolist() == [chosen[0] + 1]  # +1: CLS is token 0
+
+
+def test_interventions_run_as_one_batched_forward(tiny, tiny_sae, images):
+    pad = Scratchpad(tiny, tiny_sae, max_new_tokens=3)
+    trace = pad.run(images[2], "is there a red circle ?")
+    before = dict(pad.stats)
+    specs = [Intervention.ablate(i) for i in range(16)]
+    calls = []
+    handle = tiny.model.register_forward_pre_hook(lambda m, a, k: calls.append(k["input_ids"].shape[0]),
+                                                  with_kwargs=True)
+    try:
+        results = pad.intervene(trace, specs)
+    finally:
+        handle.remove()
+    assert len(results) == 16
+    assert pad.stats["intervention_forward"] - before.get("intervention_forward", 0) == 1
+    assert calls[0] == 17  # one reference row + 16 interventions in a single forward
+
+
+def test_batched_results_equal_single_results(pad, images):
+    trace = pad.run(images[0], "what color is the square ?")
+    specs = [Intervention.ablate(i) for i in (0, 5, 9)]
+    together = pad.intervene(trace, specs)
+    for spec, joint in zip(specs, together):
+        alone = pad.intervene(trace, [spec])[0]
+        assert alone.answer_after == joint.answer_after
+        assert alone.p_after == pytest.approx(joint.p_after, rel=1e-5, abs=1e-9)
+
+
+def test_hooks_are_removed_when_a_case_raises(pad, images):
+    model = pad.model
+    before = count_hooks(model)
+
+    def boom(hidden):
+        raise RuntimeError("boom inside the hooked layer")
+
+    inputs = pad.loaded.adapter.prepare([images[0]], ["what color is the square ?"])
+    with pytest.raises(RuntimeError, match="boom"):
+        forward_logits(pad.loaded, inputs, boom, pad.hook_module)
+    assert count_hooks(model) == before
+
+
+def test_interrupt_mid_intervention_leaves_the_next_case_unaffected(pad, images, monkeypatch):
+    reference = pad.intervene(pad.run(images[1], "shape ?"), [Intervention.ablate("red")])[0]
+    before = count_hooks(pad.model)
+    trace = pad.run(images[1], "shape ?")
+    import vsp_assert.interventions as iv
+
+    original = iv.ResolvedIntervention.delta
+
+    def interrupted(self, f):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(iv.ResolvedIntervention, "delta", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pad.intervene(trace, [Intervention.ablate("red")])
+    monkeypatch.setattr(iv.ResolvedIntervention, "delta", original)
+    assert count_hooks(pad.model) == before
+    again = pad.intervene(pad.run(images[1], "shape ?"), [Intervention.ablate("red")])[0]
+    assert again.answer_after == reference.answer_after and again.p_after == reference.p_after
+
+
+def test_unknown_concept_and_bad_patch_are_clear_errors(pad, images):
+    trace = pad.run(images[0], "shape ?")
+    with pytest.raises(InputError, match="unknown concept 'rde'") as err:
+        pad.intervene(trace, [Intervention.ablate("rde")])
+    assert "did you mean 'red'" in str(err.value)
+    with pytest.raises(InputError, match="patch index out of range"):
+        pad.intervene(trace, [Intervention.ablate("red", patches=[99])])
+    with pytest.raises(InputError, match="latent id 640 is out of range"):
+        pad.intervene(trace, [Intervention.ablate("#640")])
