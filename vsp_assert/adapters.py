@@ -119,15 +119,22 @@ class Adapter(ABC):
     def patch_token_index(self, n_tokens: int) -> torch.Tensor:
         """``[P]`` long: which tokens of the hooked layer's output ``[B, n_tokens, d]`` are image patches."""
 
-    def patches_of(self, hidden: torch.Tensor, batch: int) -> torch.Tensor:
+    def patches_of(
+        self, hidden: torch.Tensor, batch: int, inputs: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """The image patches of the hooked layer's output, ``[B, P, d]``, for a batch of ``batch`` images.
 
         Default: a batch-first ``[B, S, d]`` output whose patch tokens are :meth:`patch_token_index`. Families
-        whose vision layers run on packed ``[N, d]`` sequences override this and :meth:`with_patches`.
+        whose vision layers run on packed ``[N, d]`` sequences or on several views per image override this and
+        :meth:`with_patches`; they read the per-element layout (views, grids) from ``inputs`` (the model inputs of
+        this forward) and, when it is not given, assume every element has the same layout (true for the K
+        identical rows of a batched intervention). Elements with fewer patches are zero-padded up to ``P``.
         """
         return hidden[:, self.patch_token_index(hidden.shape[1]).to(hidden.device)]
 
-    def with_patches(self, hidden: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+    def with_patches(
+        self, hidden: torch.Tensor, patches: torch.Tensor, inputs: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """A copy of the hooked layer's output with its patches replaced by ``patches [B, P, d]``."""
         new = hidden.clone()
         new[:, self.patch_token_index(hidden.shape[1]).to(hidden.device)] = patches.to(hidden.dtype)
@@ -141,12 +148,28 @@ class Adapter(ABC):
         for key, value in inputs.items():
             if key in ("input_ids", "attention_mask") or not isinstance(value, torch.Tensor):
                 continue
-            out[key] = value[index : index + 1] if value.shape[:1] == (batch,) else value
+            if value.shape[:2] == inputs["input_ids"].shape:  # per-token inputs (token_type_ids, …): unpad too
+                out[key] = value[index][keep][None]
+            else:
+                out[key] = value[index : index + 1] if value.shape[:1] == (batch,) else value
         return out
 
     def repeat_inputs(self, inputs: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
         """``n`` copies of single-element inputs as one batch (for batched interventions)."""
         return {k: v.repeat(n, *([1] * (v.dim() - 1))) for k, v in inputs.items()}
+
+    def teacher_forced_inputs(
+        self, inputs: dict[str, torch.Tensor], answer_ids: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Single-element inputs (no padding) with ``answer_ids [T]`` appended, for one teacher-forced forward.
+
+        Default: ``input_ids`` grows by the answer and every other input is kept. Families with per-token inputs
+        besides ``input_ids`` (PaliGemma's and Gemma 3's ``token_type_ids``) extend those too.
+        """
+        out = dict(inputs)
+        ids = inputs["input_ids"]  # [1, L]
+        out["input_ids"] = torch.cat([ids, answer_ids.to(ids.device, ids.dtype)[None]], dim=1)  # [1, L + T]
+        return out
 
     def vision_width(self) -> int:
         return int(self.model.config.vision_config.hidden_size)

@@ -97,14 +97,17 @@ def make_edit(
     sae: Any,
     adapter: Any,
     rows: Sequence[ResolvedIntervention | None],
+    inputs: dict[str, torch.Tensor] | None = None,
 ) -> Callable[[torch.Tensor], torch.Tensor | None]:
     """A hook edit for a batch whose row ``b`` gets intervention ``rows[b]`` (None = left untouched).
 
+    ``inputs``: the model inputs of the edited forward, for families whose patch layout per element depends on
+    them (several views, packed sequences); see :meth:`vsp_assert.adapters.Adapter.patches_of`.
     Returns ``None`` (no change at all) when every delta is zero, so no-op interventions are exact.
     """
 
     def edit(hidden: torch.Tensor) -> torch.Tensor | None:  # hidden: the hooked layer's output
-        x = adapter.patches_of(hidden, len(rows))  # [B, P, d_in]
+        x = adapter.patches_of(hidden, len(rows), inputs)  # [B, P, d_in]
         if x.shape[0] != len(rows):
             raise RuntimeError(f"intervention batch has {x.shape[0]} rows, expected {len(rows)}")
         f = sae.encode(x)  # [B, P, d_sae]
@@ -114,7 +117,7 @@ def make_edit(
                 delta[b] = row.delta(f[b])
         if not bool(delta.any()):
             return None
-        return adapter.with_patches(hidden, x + sae.decoder_delta(delta, x).to(x.dtype))
+        return adapter.with_patches(hidden, x + sae.decoder_delta(delta, x).to(x.dtype), inputs)
 
     return edit
 

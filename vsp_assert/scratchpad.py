@@ -72,6 +72,7 @@ class Scratchpad:
         self.layers = sorted({i % n_layers for i in layers})
         self.max_new_tokens = max_new_tokens
         self.stats: Counter[str] = Counter()
+        self.history: list[Trace] | None = None  # set to a list to keep every trace (the plugin's --vsp-show)
 
     @property
     def model(self) -> Any:
@@ -132,7 +133,16 @@ class Scratchpad:
                 self._trace(b, pil[b], prompts[b], inputs, maps[b], captured["z"], len(pil), records, logits,
                             out.sequences[b], prompt_len)
             )
+        if self.history is not None:
+            self.history.extend(traces)
         return traces
+
+    def take_history(self) -> list[Trace]:
+        """The traces recorded since the last call (when ``history`` is enabled), and forget them."""
+        if self.history is None:
+            return []
+        taken, self.history = self.history, []
+        return taken
 
     def _trace(
         self,
@@ -167,7 +177,7 @@ class Scratchpad:
         by_layer = mapped / mapped.sum(-1, keepdim=True).clamp_min(1e-30)
         mean = mapped.mean(0)  # [T, P]
         attention = mean / mean.sum(-1, keepdim=True).clamp_min(1e-30)
-        x = self.adapter.patches_of(z, z_batch)[b, : pmap.n_patches]  # [P, d_vision]
+        x = self.adapter.patches_of(z, z_batch, inputs)[b, : pmap.n_patches]  # [P, d_vision]
         if not bool(torch.isfinite(x).all()):
             raise InputError(
                 f"the hooked layer '{self.hook_layer}' produced NaN/inf activations",
@@ -213,16 +223,16 @@ class Scratchpad:
         device = self.loaded.device
         prompt_ids = trace._inputs["input_ids"].to(device)  # [1, L]
         answer_ids = trace.output_ids.to(device)  # [T]
-        teacher = torch.cat([prompt_ids[0], answer_ids])[None].repeat(k + 1, 1)  # [K+1, L+T]
-        extra = self._repeat_extra(trace, k + 1)
+        single = self.adapter.teacher_forced_inputs(dict(trace._inputs, input_ids=prompt_ids), answer_ids)
+        batch = self._to_device(self.adapter.repeat_inputs(single, k + 1))  # input_ids [K+1, L+T] and extras
+        teacher = batch["input_ids"]
         rows: list[ResolvedIntervention | None] = [None, *specs]
-        edit = make_edit(self.sae, self.adapter, rows)
+        edit = make_edit(self.sae, self.adapter, rows, batch)
         with forward_hook(self.hook_module, edit), torch.inference_mode():
             out = self.model(
-                input_ids=teacher,
+                **batch,
                 attention_mask=torch.ones_like(teacher),
                 logits_to_keep=T + 1,
-                **extra,
             )
         self.stats["intervention_forward"] += 1
         logits = out.logits.float()  # [K+1, T+1, V]
@@ -275,7 +285,7 @@ class Scratchpad:
         device = self.loaded.device
         ids = trace._inputs["input_ids"].to(device).repeat(n, 1)
         extra = self._repeat_extra(trace, n)
-        edit = make_edit(self.sae, self.adapter, specs)
+        edit = make_edit(self.sae, self.adapter, specs, {"input_ids": ids, **extra})
         with forward_hook(self.hook_module, edit), torch.inference_mode():
             out = self.model.generate(
                 input_ids=ids,

@@ -30,14 +30,26 @@ CHAT_TEMPLATE = (
 )
 
 
-def word_tokenizer(words: list[str] | tuple[str, ...] = TINY_WORDS) -> Any:
-    """A real ``PreTrainedTokenizerFast`` over a closed vocabulary (word level, whitespace split)."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+def word_tokenizer(
+    words: list[str] | tuple[str, ...] = TINY_WORDS,
+    *,
+    extra_specials: dict[str, str] | None = None,
+) -> Any:
+    """A real ``PreTrainedTokenizerFast`` over a closed vocabulary (word level, whitespace split).
+
+    ``extra_specials`` adds special tokens a family's processor looks for, as ``{attribute: token}`` (e.g.
+    ``{"vision_start_token": "<|vision_start|>"}``); each becomes ``tok.<attribute>`` / ``tok.<attribute>_id``
+    and is never split, so it may stand next to other text without spaces.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<pad>", "<unk>", "<s>", "</s>", "<image>"]
-    vocab = {w: i for i, w in enumerate(specials + [w for w in dict.fromkeys(words) if w not in specials])}
+    added = [t for t in dict.fromkeys((extra_specials or {}).values()) if t not in specials]
+    vocab = {w: i for i, w in enumerate(specials + added + [w for w in dict.fromkeys(words) if w not in specials])}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    if extra_specials:
+        backend.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in extra_specials.values()])
     backend.normalizer = normalizers.Sequence([normalizers.Replace("?", " ?"), normalizers.Replace("\n", " ")])
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     backend.decoder = decoders.WordPiece(prefix="##", cleanup=False)
@@ -47,7 +59,7 @@ def word_tokenizer(words: list[str] | tuple[str, ...] = TINY_WORDS) -> Any:
         eos_token="</s>",
         pad_token="<pad>",
         unk_token="<unk>",
-        extra_special_tokens={"image_token": "<image>"},
+        extra_special_tokens={"image_token": "<image>", **(extra_specials or {})},
         padding_side="left",
     )
     tok.chat_template = CHAT_TEMPLATE

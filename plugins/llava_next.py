@@ -1,0 +1,103 @@
+"""LLaVA-NeXT family adapter (``model_type == "llava_next"``): anyres tiles + base view + image-newline tokens.
+
+The processor resizes the image to the best ``image_grid_pinpoints`` resolution, cuts it into tiles of the
+encoder's size and prepends a resized *base view*; the CLIP tower runs on every view (``[V, 1 + P_v, d]`` per
+image, views of all images of the batch stacked). The LM receives the base view's patches (row-major), then the
+tiles stitched into one grid, *unpadded* (rows/columns that only show the letterbox padding are dropped) and
+read row by row with one learned ``image_newline`` token closing each row.
+
+A patch is identified by (view, row, col): patch index ``view * P_v + row * cols + col`` with view 0 the base
+view and views 1.. the tiles in row-major tile order; ``PatchMap.grid`` is one view's grid and ``views`` their
+number, so spatial maps can be shown per view or stitched. The token ↔ patch map is computed by running the
+model's own ``pack_image_features`` on patch indices (newline tokens carry no patch: zero rows), so it cannot
+drift from the model's placement. Only ``vision_feature_select_strategy == "default"`` (the released checkpoints)
+is supported.
+
+Shapes: hooked layer output ``[ΣV, 1 + P_v, d_vision]`` (CLS first) → patches ``[B, V·P_v, d_vision]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from vsp_assert.adapters import PatchMap, register_adapter
+from vsp_assert.errors import ModelError
+
+from .llava import LlavaAdapter
+
+
+@register_adapter
+class LlavaNextAdapter(LlavaAdapter):
+    family = "llava_next"
+    model_types = ("llava_next",)
+
+    @classmethod
+    def load(cls, name_or_path: str, **kwargs: Any) -> tuple[nn.Module, Any]:
+        from transformers import AutoProcessor, LlavaNextForConditionalGeneration
+
+        model = LlavaNextForConditionalGeneration.from_pretrained(name_or_path, **kwargs)
+        processor = AutoProcessor.from_pretrained(name_or_path)
+        return model, processor
+
+    # ------------------------------------------------------------------ views
+    def views_per_image(self, inputs: dict[str, torch.Tensor] | None, hidden_rows: int, batch: int) -> list[int]:
+        """Views (base + tiles) of each batch element: from ``image_sizes`` or, without inputs, an even split."""
+        if inputs is not None and "image_sizes" in inputs:
+            views = [self._views(size) for size in inputs["image_sizes"]]
+        else:
+            views = [hidden_rows // batch] * batch
+        if sum(views) != hidden_rows:
+            raise ModelError(f"llava_next: the hooked layer ran on {hidden_rows} views, the inputs imply "
+                             f"{sum(views)}", fix="pass the forward's inputs (image_sizes) to patches_of")
+        return views
+
+    def patches_of(self, hidden: torch.Tensor, batch: int,
+                   inputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        per_view = super().patches_of(hidden, batch)  # [ΣV, P_v, d]
+        views = self.views_per_image(inputs, hidden.shape[0], batch)
+        p_v = per_view.shape[1]
+        out = per_view.new_zeros(batch, max(views) * p_v, per_view.shape[2])  # [B, V_max·P_v, d]
+        for b, chunk in enumerate(torch.split(per_view, views)):
+            out[b, : chunk.shape[0] * p_v] = chunk.reshape(-1, per_view.shape[2])
+        return out
+
+    def with_patches(self, hidden: torch.Tensor, patches: torch.Tensor,
+                     inputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        views = self.views_per_image(inputs, hidden.shape[0], patches.shape[0])
+        p_v = len(self.patch_token_index(hidden.shape[1]))
+        per_view = torch.cat([patches[b, : v * p_v].reshape(v, p_v, -1) for b, v in enumerate(views)])
+        return super().with_patches(hidden, per_view)
+
+    # ------------------------------------------------------------------ mapping
+    def patch_map(self, inputs: dict[str, torch.Tensor], index: int) -> PatchMap:
+        config = self.model.config
+        if config.vision_feature_select_strategy != "default":
+            raise ModelError("llava_next: only vision_feature_select_strategy='default' is supported",
+                             received=config.vision_feature_select_strategy,
+                             fix="use a checkpoint with the default strategy (all released LLaVA-NeXT models)")
+        ids = inputs["input_ids"][index]  # [L]
+        positions = torch.nonzero(ids == config.image_token_id).flatten()  # [N_img]
+        size = inputs["image_sizes"][index]
+        views = self._views(size)
+        rows, cols = self.grid()
+        p_v = rows * cols
+        ids_feature = torch.arange(views * p_v, dtype=torch.float32).reshape(views, p_v, 1)  # patch ids as features
+        newline = torch.tensor([-1.0])
+        packed, _ = self.model.model.pack_image_features([ids_feature], size[None], "default", image_newline=newline)
+        carried = packed[0][:, 0].round().long()  # [N_img]: patch id, -1 for a newline token
+        if carried.numel() != positions.numel():
+            raise ModelError(f"llava_next: the prompt holds {positions.numel()} image tokens, the model packs "
+                             f"{carried.numel()} features", fix="build inputs with the model's own processor")
+        mapping = torch.zeros(positions.numel(), views * p_v)
+        real = carried >= 0
+        mapping[torch.nonzero(real).flatten(), carried[real]] = 1.0
+        return PatchMap(image_positions=positions, token_to_patch=mapping, grid=(rows, cols), views=views)
+
+    def _views(self, size: torch.Tensor) -> int:
+        from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
+
+        return int(image_size_to_num_patches(size, self.model.config.image_grid_pinpoints,
+                                             int(self.model.config.vision_config.image_size)))

@@ -1,0 +1,239 @@
+"""Tiny in-process models of every supported VLM family, with their real processors (tests, notebooks).
+
+:mod:`vsp_assert.testing` builds the tiny LLaVA the engine tests use; this module does the same for the other
+families, so that each adapter in ``plugins/`` is proven on the real transformers classes: the model is built
+from its config classes with random weights (nothing is downloaded), the image processor is the family's
+``*Pil`` class with explicit arguments (no torchvision), and the tokenizer is the word-level
+:func:`~vsp_assert.testing.word_tokenizer` carrying the family's special image tokens and a chat template, so
+inputs go through the same processor code a real checkpoint uses.
+
+Every config is small enough for a forward in a few milliseconds on one CPU core: 2 vision + 2 LM layers,
+width 32, images of 16–32 pixels in patches of 4–8. ``tiny_model(family)`` is the entry point; ``FAMILIES``
+lists the families it can build.
+
+One deviation from a hub checkpoint: Qwen2-VL's and Qwen2.5-VL's processors require a video processor, which
+needs torchvision; :class:`_ImageOnlyQwenProcessor` is the real processor class with the video slot left empty
+(its ``__call__`` — the image code path — is unchanged).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from .models import LoadedModel
+from .testing import TINY_WORDS, word_tokenizer
+
+FAMILIES: tuple[str, ...] = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "paligemma", "idefics3")
+
+_WIDTH = 32
+_HEADS = 4
+
+
+def _text_kwargs(tok: Any, **extra: Any) -> dict[str, Any]:
+    """The tiny LM config shared by every family (Llama-like sizes, GQA 4 → 2 heads)."""
+    return {
+        "hidden_size": _WIDTH, "intermediate_size": 2 * _WIDTH, "num_hidden_layers": 2,
+        "num_attention_heads": _HEADS, "num_key_value_heads": 2, "vocab_size": len(tok),
+        "pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
+        **extra,
+    }
+
+
+def _chat_template(image: str) -> str:
+    """``USER: <image block> prompt ASSISTANT:`` with the family's image placeholder."""
+    return (
+        "{% for message in messages %}{% if message['role'] == 'user' %}USER: "
+        "{% for part in message['content'] %}{% if part['type'] == 'image' %}" + image + "{% else %}"
+        "{{ part['text'] }}{% endif %}{% endfor %} {% else %}ASSISTANT: {{ message['content'][0]['text'] }}</s>"
+        "{% endif %}{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+    )
+
+
+def _finish(model: Any, processor: Any, tok: Any, name: str) -> LoadedModel:
+    model = model.eval()
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    return LoadedModel.wrap(model, processor, name=name)
+
+
+# ---------------------------------------------------------------------- LLaVA-NeXT
+def tiny_llava_next(*, seed: int = 0, image_size: int = 16, patch_size: int = 4,
+                    pinpoints: tuple[tuple[int, int], ...] | None = None, text_layers: int = 2,
+                    max_positions: int = 4096) -> LoadedModel:
+    """LLaVA-NeXT: CLIP tower on ``image_size`` views; anyres tiles from ``pinpoints`` (default 1×2, 2×1, 2×2)."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration
+    from transformers.models.llava_next import LlavaNextProcessor
+    from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+
+    s = image_size
+    grid = [list(p) for p in (pinpoints or ((s, 2 * s), (2 * s, s), (2 * s, 2 * s)))]
+    tok = word_tokenizer()
+    vision = CLIPVisionConfig(hidden_size=_WIDTH, intermediate_size=2 * _WIDTH, num_hidden_layers=2,
+                              num_attention_heads=_HEADS, image_size=s, patch_size=patch_size)
+    text = LlamaConfig(**_text_kwargs(tok, num_hidden_layers=text_layers, max_position_embeddings=max_positions))
+    config = LlavaNextConfig(vision_config=vision, text_config=text, image_grid_pinpoints=grid,
+                             image_token_index=tok.image_token_id, vision_feature_layer=-1,
+                             vision_feature_select_strategy="default")
+    torch.manual_seed(seed)
+    model = LlavaNextForConditionalGeneration(config)
+    image_processor = LlavaNextImageProcessorPil(
+        size={"shortest_edge": s}, crop_size={"height": s, "width": s}, image_grid_pinpoints=grid,
+        do_center_crop=True, do_pad=True,
+    )
+    processor = LlavaNextProcessor(image_processor=image_processor, tokenizer=tok, patch_size=patch_size,
+                                   vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                                   chat_template=_chat_template("<image>\n"))
+    return _finish(model, processor, tok, "tiny-llava-next")
+
+
+# ---------------------------------------------------------------------- Qwen2-VL / Qwen2.5-VL
+_QWEN_SPECIALS = {
+    "image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
+    "vision_start_token": "<|vision_start|>", "vision_end_token": "<|vision_end|>",
+}
+
+
+def _image_only_qwen_processor(base: type) -> type:
+    """``base`` (Qwen2VLProcessor / Qwen2_5_VLProcessor) without its torchvision-only video processor."""
+    from transformers.processing_utils import ProcessorMixin
+
+    class _ImageOnlyQwenProcessor(base):  # type: ignore[misc, valid-type]
+        def __init__(self, image_processor: Any = None, tokenizer: Any = None, chat_template: str | None = None,
+                     **kwargs: Any) -> None:
+            self.image_token = tokenizer.image_token
+            self.video_token = tokenizer.video_token
+            self.image_token_id = tokenizer.image_token_id
+            self.video_token_id = tokenizer.video_token_id
+            self.video_processor = None
+            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+    _ImageOnlyQwenProcessor.__name__ = base.__name__
+    return _ImageOnlyQwenProcessor
+
+
+def _tiny_qwen(version: str, *, seed: int, patch_size: int, max_pixels: int) -> LoadedModel:
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    if version == "2":
+        from transformers import Qwen2VLConfig as Config
+        from transformers import Qwen2VLForConditionalGeneration as Model
+        from transformers import Qwen2VLProcessor as Processor
+
+        vision: dict[str, Any] = {"depth": 2, "embed_dim": _WIDTH, "hidden_size": _WIDTH, "num_heads": _HEADS}
+    else:
+        from transformers import Qwen2_5_VLConfig as Config
+        from transformers import Qwen2_5_VLForConditionalGeneration as Model
+        from transformers import Qwen2_5_VLProcessor as Processor
+
+        # window 2 merged tokens = 4 patches: windows are smaller than the tiny images, so windowing is exercised
+        vision = {"depth": 2, "hidden_size": _WIDTH, "intermediate_size": 2 * _WIDTH, "num_heads": _HEADS,
+                  "out_hidden_size": _WIDTH, "window_size": 4 * patch_size, "fullatt_block_indexes": [1]}
+    tok = word_tokenizer(extra_specials=_QWEN_SPECIALS)
+    vision.update(patch_size=patch_size, spatial_merge_size=2, temporal_patch_size=2)
+    text = _text_kwargs(tok, max_position_embeddings=4096,
+                        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]})
+    config = Config(vision_config=vision, text_config=text, image_token_id=tok.image_token_id,
+                    video_token_id=tok.video_token_id, vision_start_token_id=tok.vision_start_token_id,
+                    vision_end_token_id=tok.vision_end_token_id)
+    torch.manual_seed(seed)
+    model = Model(config)
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=(2 * patch_size) ** 2 * 4, max_pixels=max_pixels,
+                                               patch_size=patch_size, temporal_patch_size=2, merge_size=2)
+    processor = _image_only_qwen_processor(Processor)(
+        image_processor=image_processor, tokenizer=tok,
+        chat_template=_chat_template("<|vision_start|><|image_pad|><|vision_end|>"),
+    )
+    return _finish(model, processor, tok, f"tiny-qwen{version}-vl")
+
+
+def tiny_qwen2_vl(*, seed: int = 0, patch_size: int = 4, max_pixels: int = 32 * 32) -> LoadedModel:
+    """Qwen2-VL: dynamic resolution (≤ ``max_pixels``), 2×2 merge, M-RoPE."""
+    return _tiny_qwen("2", seed=seed, patch_size=patch_size, max_pixels=max_pixels)
+
+
+def tiny_qwen2_5_vl(*, seed: int = 0, patch_size: int = 4, max_pixels: int = 32 * 32) -> LoadedModel:
+    """Qwen2.5-VL: as Qwen2-VL plus windowed vision attention (layer 0 windowed, layer 1 full)."""
+    return _tiny_qwen("2.5", seed=seed, patch_size=patch_size, max_pixels=max_pixels)
+
+
+# ---------------------------------------------------------------------- PaliGemma
+def tiny_paligemma(*, seed: int = 0, image_size: int = 16, patch_size: int = 4) -> LoadedModel:
+    """PaliGemma: SigLIP tower (no CLS), linear projector, Gemma LM with a bidirectional prefix."""
+    from transformers import GemmaConfig, PaliGemmaConfig, PaliGemmaForConditionalGeneration, SiglipVisionConfig
+    from transformers.models.paligemma import PaliGemmaProcessor
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    tok = word_tokenizer()
+    n_image = (image_size // patch_size) ** 2
+    image_processor = SiglipImageProcessorPil(size={"height": image_size, "width": image_size}, do_resize=True)
+    image_processor.image_seq_length = n_image
+    processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tok)  # adds PaliGemma's loc/seg tokens
+    vision = SiglipVisionConfig(hidden_size=_WIDTH, intermediate_size=2 * _WIDTH, num_hidden_layers=2,
+                                num_attention_heads=_HEADS, image_size=image_size, patch_size=patch_size)
+    text = GemmaConfig(**_text_kwargs(tok, head_dim=_WIDTH // _HEADS, max_position_embeddings=4096))
+    config = PaliGemmaConfig(vision_config=vision, text_config=text, image_token_index=tok.image_token_id,
+                             projection_dim=_WIDTH, hidden_size=_WIDTH)
+    config.vision_config.projection_dim = _WIDTH
+    torch.manual_seed(seed)
+    model = PaliGemmaForConditionalGeneration(config)
+    return _finish(model, processor, tok, "tiny-paligemma")
+
+
+# ---------------------------------------------------------------------- Idefics3 / SmolVLM
+def tiny_idefics3(*, seed: int = 0, image_size: int = 16, patch_size: int = 4, scale_factor: int = 2,
+                  longest_edge: int = 32) -> LoadedModel:
+    """Idefics3: SigLIP-style tower on ``image_size`` tiles, image splitting, pixel-shuffle connector."""
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, LlamaConfig
+    from transformers.models.idefics3 import Idefics3Processor
+    from transformers.models.idefics3.configuration_idefics3 import Idefics3VisionConfig
+    from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+
+    rows_cols = [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)]
+    specials = {"image_token": "<image>", "fake_image_token": "<fake_token_around_image>",
+                "global_image_token": "<global-img>", "end_of_utterance_token": "<end_of_utterance>"}
+    tok = word_tokenizer(list(TINY_WORDS) + rows_cols, extra_specials=specials)
+    tok.add_special_tokens({"additional_special_tokens": rows_cols})
+    seq_len = (image_size // patch_size) ** 2 // scale_factor**2
+    image_processor = Idefics3ImageProcessorPil(
+        do_resize=True, size={"longest_edge": longest_edge}, max_image_size={"longest_edge": image_size},
+        do_image_splitting=True, do_pad=True,
+    )
+    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tok, image_seq_len=seq_len,
+                                  chat_template=_chat_template("<image>"))
+    vision = Idefics3VisionConfig(hidden_size=_WIDTH, intermediate_size=2 * _WIDTH, num_hidden_layers=2,
+                                  num_attention_heads=_HEADS, image_size=image_size, patch_size=patch_size)
+    text = LlamaConfig(**_text_kwargs(tok, max_position_embeddings=4096))
+    config = Idefics3Config(vision_config=vision, text_config=text, image_token_id=tok.image_token_id,
+                            scale_factor=scale_factor)
+    torch.manual_seed(seed)
+    model = Idefics3ForConditionalGeneration(config)
+    return _finish(model, processor, tok, "tiny-idefics3")
+
+
+def _tiny_llava(**kw: Any) -> LoadedModel:
+    from .testing import tiny_llava
+
+    return tiny_llava(**kw)
+
+
+BUILDERS: dict[str, Callable[..., LoadedModel]] = {
+    "llava": _tiny_llava,
+    "llava_next": tiny_llava_next,
+    "qwen2_vl": tiny_qwen2_vl,
+    "qwen2_5_vl": tiny_qwen2_5_vl,
+    "paligemma": tiny_paligemma,
+    "idefics3": tiny_idefics3,
+}
+
+
+def tiny_model(family: str, **kw: Any) -> LoadedModel:
+    """A tiny random-weight model of ``family`` (one of :data:`FAMILIES`) with its processor and adapter."""
+    if family not in BUILDERS:
+        from .errors import InputError
+
+        raise InputError("no tiny builder for this family", field="family", received=family,
+                         allowed=", ".join(FAMILIES))
+    return BUILDERS[family](**kw)
