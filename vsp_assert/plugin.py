@@ -1,17 +1,22 @@
 """The pytest plugin (entry point ``pytest11: vsp_assert = vsp_assert.plugin``): wiring only.
 
-Options, ini twins, session fixtures, YAML collection and report hooks, each a few lines calling into the
-engine. Nothing here imports torch or transformers at import time, so ``pytest --help`` stays fast in any
-project that has vsp-assert installed; the heavy imports happen inside the fixtures.
+Options and ini twins (:mod:`vsp_assert.config`), session fixtures (:mod:`vsp_assert.session`), YAML collection
+(:mod:`vsp_assert.collect`), report sections for Python cases (:mod:`vsp_assert.render.report`). Nothing here
+imports torch or transformers at import time, so ``pytest --help`` stays fast in any project that has
+vsp-assert installed; the heavy imports happen inside fixtures and when a case runs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from .config import OPTIONS, VspConfig
+
+CONFIG_KEY = pytest.StashKey[VspConfig]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -19,7 +24,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     for opt in OPTIONS:
         group.addoption(opt.flag, dest=opt.dest, default=None, help=opt.help, **opt.argparse_kwargs())
         if opt.ini:
-            parser.addini(opt.dest, help=opt.help, default=opt.ini_default)
+            parser.addini(opt.dest, help=opt.help, default=None)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -27,7 +32,14 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[CONFIG_KEY] = VspConfig.from_pytest(config)
 
 
-CONFIG_KEY = pytest.StashKey[VspConfig]()
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    from .cases import is_case_file
+
+    if is_case_file(file_path):
+        from .collect import VspCaseFile
+
+        return VspCaseFile.from_parent(parent, path=file_path)
+    return None
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +68,29 @@ def vsp_sae(vsp_config: VspConfig) -> Any:
 
 @pytest.fixture(scope="session")
 def scratchpad(vsp_model: Any, vsp_sae: Any, vsp_config: VspConfig) -> Any:
-    """A :class:`~vsp_assert.Scratchpad` over ``vsp_model`` and ``vsp_sae``."""
+    """A :class:`~vsp_assert.Scratchpad` over ``vsp_model`` and ``vsp_sae`` (shared with the YAML cases)."""
     from .session import session_scratchpad
 
     return session_scratchpad(vsp_config, vsp_model, vsp_sae)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    report = yield
+    if call.when == "call":
+        from .report_hooks import decorate_report
+
+        decorate_report(item, call, report)
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    from .report_hooks import terminal_summary
+
+    terminal_summary(terminalreporter, config)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from .report_hooks import session_finish
+
+    session_finish(session)

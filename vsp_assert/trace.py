@@ -111,3 +111,45 @@ class Trace:
         ids = self.resolve(concept)
         row = self.image_scores if token is None else self.scores[self.token_index(token)]
         return float(row[ids].sum())
+
+    # ------------------------------------------------------------------ fluent assertions (see assertions.py)
+    def assert_answer(self, expected: str | None = None, *, contains: str | None = None,
+                      one_of: list[str] | None = None, not_: str | None = None,
+                      correct: str | None = None) -> Trace:
+        """Assert the answer equals / contains / is one of / is not the given text (case-insensitive)."""
+        __tracebackhide__ = True
+        from .assertions import assert_answer
+
+        return assert_answer(self, expected, contains=contains, one_of=one_of, not_=not_, correct=correct)
+
+    def assert_captured(self, *concepts: Any, min_score: float | None = None, max_rank: int | None = None,
+                        absent: bool = False) -> Trace:
+        """Assert each concept is active in the vision encoder (image-level score or rank)."""
+        __tracebackhide__ = True
+        from .assertions import assert_captured
+
+        return assert_captured(self, *concepts, min_score=min_score, max_rank=max_rank, absent=absent)
+
+    def assert_attended(self, token: str | int, *concepts: Any, top_k: int = 5, absent: Any = ()) -> Trace:
+        """Assert each concept is among ``token``'s top-k attention-weighted concepts (``absent``: is not)."""
+        __tracebackhide__ = True
+        from .assertions import assert_attended
+
+        return assert_attended(self, token, *concepts, top_k=top_k, absent=tuple(absent))
+
+    def assert_causal(self, *, ablate: Any = (), steer: dict[str, Any] | None = None, patches: Any = None,
+                      changes: bool | None = None, answer: str | None = None,
+                      min_drop: float | None = None) -> Any:
+        """Ablate (or steer) concepts and assert the answer changes / stays / becomes ``answer`` / drops."""
+        __tracebackhide__ = True
+        from .assertions import assert_causal
+
+        return assert_causal(self, ablate=list(ablate), steer=steer, patches=patches, changes=changes,
+                             answer=answer, min_drop=min_drop)
+
+    def assert_sufficient(self, token: str | int = 0, *, min_drop: float | None = None) -> Any:
+        """Assert a small set of heatmap clusters exists whose ablation changes the answer."""
+        __tracebackhide__ = True
+        from .assertions import assert_sufficient
+
+        return assert_sufficient(self, token, min_drop=min_drop)

@@ -124,7 +124,9 @@ def _thumbnail(trace: Trace) -> list[tuple[int, int, int]] | None:
         return None
     rows, cols = trace.grid
     small = trace.image.convert("RGB").resize((cols, rows))
-    return [tuple(int(v) for v in px) for px in small.getdata()]  # type: ignore[misc]
+    import numpy as np
+
+    return [(int(r), int(g), int(b)) for r, g, b in np.asarray(small).reshape(-1, 3)]
 
 
 def render_spatial(trace: Trace, latents: Sequence[int], token: int | None, *, style: Style,

@@ -1,0 +1,50 @@
+"""Python cases with the fluent API on the ``scratchpad`` fixture, as a user writes them."""
+
+from __future__ import annotations
+
+
+def test_fluent_assertions_pass_and_fail_with_evidence(vsp, saved):
+    vsp.makepyfile(test_fluent=f"""
+        def test_good(scratchpad):
+            trace = scratchpad.run("img.png", "what color is the square ?")
+            trace.assert_answer({saved['answer']!r})
+            trace.assert_attended(0, "#{saved['top_latent']}", top_k=3)
+            trace.assert_causal(ablate=["#{saved['top_latent']}"], min_drop=-1.0)
+
+        def test_bad(scratchpad):
+            trace = scratchpad.run("img.png", "what color is the square ?")
+            trace.assert_captured("#{saved['absent']}", min_score=100.0)
+    """)
+    result = vsp.runpytest()
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([
+        "*trace.assert_captured(*",  # the failure points at the user's line
+        "E * is captured: expected captured (score > 100), measured score*",
+        "*vsp-assert: concept evidence*",
+        "*FAIL*captured*",
+        "*token-latent heatmap*",
+    ])
+    assert "assertions.py" not in result.stdout.str()  # __tracebackhide__ hides our frames
+
+
+def test_vsp_error_in_a_test_is_one_message(vsp):
+    vsp.makepyfile(test_err="""
+        def test_typo(scratchpad):
+            scratchpad.run("img.png", "what color is the square ?").assert_captured("bleu")
+    """)
+    result = vsp.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["vsp-assert: unknown concept 'bleu'*", "*did you mean 'blue'*"])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_show_prints_heatmap_for_passing_tests(vsp, saved):
+    vsp.makepyfile(test_show="""
+        def test_ok(scratchpad):
+            scratchpad.run("img.png", "what color is the square ?")
+    """)
+    quiet = vsp.runpytest("-rP")
+    assert "token-latent heatmap" not in quiet.stdout.str()
+    shown = vsp.runpytest("-rP", "--vsp-show")
+    shown.assert_outcomes(passed=1)
+    shown.stdout.fnmatch_lines(["*vsp-assert*", "*token-latent heatmap*"])

@@ -1,0 +1,49 @@
+"""Session behaviour: one model load however many cases run; colour only where it belongs."""
+
+from __future__ import annotations
+
+import re
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _cases(n, prompt="what color is the square ?"):
+    body = "".join(f"""
+  - id: case-{i}
+    image: img.png
+    prompt: "{prompt}"
+    expect:
+      answer: {{not: "zzz"}}
+""" for i in range(n))
+    return "cases:" + body
+
+
+def test_model_is_loaded_once_for_yaml_and_python_cases(vsp):
+    vsp.makefile(".yaml", test_many=_cases(6))
+    vsp.makepyfile(test_fixtures="""
+        import pytest
+        @pytest.mark.parametrize("i", range(3))
+        def test_uses_fixtures(scratchpad, vsp_model, vsp_sae, i):
+            assert scratchpad.loaded is vsp_model and scratchpad.sae is vsp_sae
+    """)
+    result = vsp.runpytest()
+    result.assert_outcomes(passed=9)
+    result.stdout.fnmatch_lines(["*model loads this session: 1*"])
+
+
+def test_no_colour_when_not_a_tty(vsp):
+    vsp.makefile(".yaml", test_fail=_cases(1).replace('{not: "zzz"}', '"zzz"'))
+    result = vsp.runpytest()
+    result.assert_outcomes(failed=1)
+    assert "token-latent heatmap" in result.stdout.str()
+    assert not ANSI.search(result.stdout.str())
+
+
+def test_colour_on_request_and_off_with_no_color(vsp, monkeypatch):
+    vsp.makefile(".yaml", test_fail=_cases(1).replace('{not: "zzz"}', '"zzz"'))
+    coloured = vsp.runpytest("--vsp-color", "yes")
+    assert "\x1b[48;5;" in coloured.stdout.str()  # shaded heatmap cells
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("FORCE_COLOR", "")
+    plain = vsp.runpytest("--color", "yes")
+    assert "\x1b[48;5;" not in plain.stdout.str()

@@ -1,0 +1,122 @@
+"""YAML cases as a user writes them: collection, pass, fail with heatmap, marks, ids, collection errors."""
+
+from __future__ import annotations
+
+PROMPT = "what color is the square ?"  # the prompt the 'saved' fixture answered
+
+
+def case_file(saved, **expect_overrides):
+    answer = expect_overrides.get("answer", saved["answer"])
+    latent = expect_overrides.get("latent", saved["top_latent"])
+    return f"""
+cases:
+  - id: right-answer
+    image: img.png
+    prompt: "{PROMPT}"
+    expect:
+      answer: "{answer}"
+      captured: ["#{latent}", {{concept: "#{saved['absent']}", absent: true}}]
+      attended:
+        - token: 0
+          concepts: ["#{latent}"]
+          top_k: 3
+      causal:
+        - ablate: ["#{latent}"]
+          min_drop: -1.0
+"""
+
+
+def test_passing_case_file(vsp, saved):
+    vsp.makefile(".yaml", test_cases=case_file(saved))
+    result = vsp.runpytest("-v")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*test_cases.yaml::right-answer PASSED*"])
+
+
+def test_failing_case_prints_records_and_heatmap(vsp, saved):
+    vsp.makefile(".yaml", test_cases=case_file(saved, answer="definitely not this"))
+    result = vsp.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "*test_cases.yaml::right-answer*FAILED*(1 of 5 checks failed)*",
+        "*FAIL*answer*'definitely not this'*",
+        "*pass*attended*",
+        "*token-latent heatmap*",
+        f"*#{saved['top_latent']}*",
+    ])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_xfail_and_skip_marks(vsp, saved):
+    vsp.makefile(".yaml", test_marks=f"""
+cases:
+  - id: known-bad
+    image: img.png
+    prompt: "{PROMPT}"
+    expect: {{answer: "nope"}}
+    marks: [{{xfail: "model says something else"}}]
+  - id: later
+    image: img.png
+    prompt: "{PROMPT}"
+    expect: {{answer: "nope"}}
+    marks: [skip]
+  - id: strict-xfail-passes
+    image: img.png
+    prompt: "{PROMPT}"
+    expect: {{answer: "{saved['answer']}"}}
+    marks: [xfail]
+""")
+    result = vsp.runpytest("-rxXs")
+    result.assert_outcomes(xfailed=1, skipped=1, failed=1)
+    result.stdout.fnmatch_lines(["*XFAIL*known-bad*model says something else*"])
+
+
+def test_invalid_case_is_a_collection_error_with_file_line_and_closest_key(vsp, saved):
+    vsp.makefile(".yaml", test_bad=f"""
+cases:
+  - id: typo
+    image: img.png
+    prompt: "{PROMPT}"
+    expect:
+      answr: red
+""")
+    result = vsp.runpytest()
+    assert result.ret == 2  # collection error, not a test failure
+    out = result.stdout.str()
+    assert "test_bad.yaml:6: field 'cases[0].expect.answr': unknown key 'answr' in expect" in out
+    assert "allowed: answer, captured, attended, causal" in out
+    assert "did you mean 'answer'" in out
+    assert "model loads this session" not in result.stdout.str()  # nothing was loaded
+
+
+def test_missing_image_is_reported_at_collection(vsp, saved):
+    vsp.makefile(".yaml", test_img=f"""
+cases:
+  - id: no-image
+    image: images/missing.png
+    prompt: "{PROMPT}"
+    expect: {{answer: red}}
+""")
+    result = vsp.runpytest()
+    assert "test_img.yaml:3: field 'cases[0].image': image file not found" in result.stdout.str()
+
+
+def test_unknown_concept_is_one_clear_line(vsp, saved):
+    vsp.makefile(".yaml", test_concept=f"""
+cases:
+  - id: typo-concept
+    image: img.png
+    prompt: "{PROMPT}"
+    expect:
+      captured: [rde]
+""")
+    result = vsp.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*unknown concept 'rde'*", "*did you mean 'red'*"])
+    assert "torch" not in result.stdout.str().split("short test summary")[0].split("typo-concept")[-1]
+
+
+def test_yaml_files_without_cases_key_are_ignored(vsp):
+    vsp.makefile(".yaml", config="steps:\n  - run: echo hi\n")
+    result = vsp.runpytest()
+    assert result.ret == 5  # no tests collected

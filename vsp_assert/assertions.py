@@ -1,0 +1,306 @@
+"""Concept assertions: check, record, then (elsewhere) render.
+
+Each check reads a :class:`~vsp_assert.trace.Trace` (and, for causal checks, an intervention result) and returns
+an :class:`AssertionRecord`: what was expected, what was measured, whether it passed, and which latents and
+output tokens it concerns (so the heatmap can highlight them). Nothing here prints or re-runs the model except
+the causal checks, which issue their interventions as one batch per case.
+
+Two front ends share these checks:
+
+- YAML cases (:func:`run_case`) evaluate *every* expectation of a case, then fail once with all records;
+- the fluent Python API (``trace.assert_answer(...)`` etc., defined on :class:`Trace`) records and raises
+  :class:`ConceptAssertionError` at the first failing check, with ``__tracebackhide__`` so pytest points at the
+  user's line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from .cases import AnswerSpec, AttendedSpec, CapturedSpec, Case, CausalSpec
+from .errors import InputError
+
+if TYPE_CHECKING:
+    from .interventions import InterventionResult
+    from .scratchpad import Scratchpad
+    from .trace import Trace
+
+
+@dataclass
+class AssertionRecord:
+    """One checked expectation (expected vs measured) and the latents / tokens it concerns."""
+
+    kind: str  # answer | captured | attended | causal | sufficient | drift
+    description: str
+    expected: str
+    measured: str
+    passed: bool
+    latents: list[int] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+    concept: str | None = None
+    intervention: InterventionResult | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "kind": self.kind, "description": self.description, "expected": self.expected,
+            "measured": self.measured, "passed": self.passed, "latents": list(self.latents),
+            "tokens": list(self.tokens),
+        }
+        if self.intervention is not None:
+            out["intervention"] = self.intervention.to_dict()
+        return out
+
+
+class ConceptAssertionError(AssertionError):
+    """A concept assertion failed; carries the records and the trace for the failure report."""
+
+    def __init__(self, record: AssertionRecord, trace: Trace) -> None:
+        self.record = record
+        self.trace = trace
+        super().__init__(f"{record.description}: expected {record.expected}, measured {record.measured}")
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.strip().lower().split())
+
+
+def _name(trace: Trace, ref: Any) -> str:
+    return str(ref) if not isinstance(ref, int) or trace.labels is None else trace.labels.display(ref)
+
+
+# ---------------------------------------------------------------------- checks
+def check_answer(trace: Trace, spec: AnswerSpec) -> AssertionRecord:
+    got = _norm(trace.answer)
+    if spec.equals is not None:
+        ok, what = got == _norm(spec.equals), f"answer == {spec.equals!r}"
+    elif spec.contains is not None:
+        ok, what = _norm(spec.contains) in got, f"answer contains {spec.contains!r}"
+    elif spec.one_of is not None:
+        ok, what = got in {_norm(a) for a in spec.one_of}, f"answer in {list(spec.one_of)!r}"
+    else:
+        assert spec.not_ is not None
+        ok, what = got != _norm(spec.not_), f"answer != {spec.not_!r}"
+    if spec.correct is not None:
+        what += f" (known failure; correct answer {spec.correct!r})"
+    return AssertionRecord("answer", what, what.split(" ", 1)[1], f"{trace.answer!r} (p={trace.answer_prob:.3f})",
+                           ok, tokens=list(range(trace.n_tokens)))
+
+
+def image_rank(trace: Trace, ids: Sequence[int]) -> int:
+    """1-based rank of a concept's best latent among all latents by image-level score."""
+    order = torch.argsort(trace.image_scores, descending=True)
+    ranks = torch.empty_like(order)
+    ranks[order] = torch.arange(1, order.numel() + 1)
+    return int(ranks[list(ids)].min())
+
+
+def check_captured(trace: Trace, spec: CapturedSpec, min_score: float = 0.0) -> AssertionRecord:
+    ids = trace.resolve(spec.concept)
+    score = float(trace.image_scores[ids].sum())
+    rank = image_rank(trace, ids)
+    name = _name(trace, spec.concept)
+    if spec.max_rank is not None:
+        present = rank <= spec.max_rank
+        rule = f"rank <= {spec.max_rank}"
+    else:
+        threshold = spec.min_score if spec.min_score is not None else min_score
+        present = score > threshold
+        rule = f"score > {threshold:g}"
+    ok = present != spec.absent
+    expected = f"not captured ({rule} fails)" if spec.absent else f"captured ({rule})"
+    verb = "is not captured" if spec.absent else "is captured"
+    return AssertionRecord("captured", f"{name} {verb}", expected, f"score {score:.3f}, rank {rank}", ok,
+                           latents=ids, concept=name)
+
+
+def top_k_latents(trace: Trace, token_index: int, k: int) -> list[int]:
+    row = trace.scores[token_index]
+    values, ids = torch.topk(row, k=min(k, row.numel()))
+    return [int(i) for i, v in zip(ids, values) if float(v) > 0]
+
+
+def check_attended(trace: Trace, spec: AttendedSpec, top_k: int = 5) -> list[AssertionRecord]:
+    k = spec.top_k or top_k
+    try:
+        t = trace.token_index(spec.token)
+    except InputError:
+        what = f"token {spec.token!r} attends {[str(c) for c in spec.concepts]}"
+        return [AssertionRecord("attended", what, f"an output token {spec.token!r}",
+                                f"answer tokens {trace.output_tokens!r}", False,
+                                latents=trace.resolve(list(spec.concepts + spec.absent)))]
+    top = top_k_latents(trace, t, k)
+    shown = ", ".join(_name(trace, i) for i in top) or "-"
+    records = []
+    for concept, absent in [(c, False) for c in spec.concepts] + [(c, True) for c in spec.absent]:
+        ids = trace.resolve(concept)
+        hit = [i for i in ids if i in top]
+        ok = bool(hit) != absent
+        name = _name(trace, concept)
+        token_text = trace.output_tokens[t].strip()
+        what = f"token {token_text!r} {'does not attend' if absent else 'attends'} {name} (top-{k})"
+        expected = f"{name} {'outside' if absent else 'in'} top-{k}"
+        score = float(trace.scores[t, ids].sum())
+        records.append(AssertionRecord("attended", what, expected, f"top-{k}: {shown}; {name} score {score:.3f}",
+                                       ok, latents=ids, tokens=[t], concept=name))
+    return records
+
+
+def causal_intervention(spec: CausalSpec) -> Any:
+    from .interventions import Intervention
+
+    if spec.steer is not None:
+        concepts, value, scale = spec.steer
+        return Intervention.steer(*concepts, value=value, scale=scale, patches=spec.patches, label=spec.label)
+    return Intervention.ablate(*spec.ablate, patches=spec.patches, label=spec.label)
+
+
+def check_causal(trace: Trace, spec: CausalSpec, result: InterventionResult) -> AssertionRecord:
+    parts_expected, ok = [], True
+    if spec.changes is not None:
+        parts_expected.append("answer changes" if spec.changes else "answer stays")
+        ok &= result.changed == spec.changes
+    if spec.answer is not None:
+        parts_expected.append(f"answer becomes {spec.answer!r}")
+        ok &= _norm(result.answer_after) == _norm(spec.answer)
+    if spec.min_drop is not None:
+        parts_expected.append(f"p(original) drops >= {spec.min_drop:g}")
+        ok &= result.drop >= spec.min_drop
+    measured = (f"answer {result.answer_before!r} → {result.answer_after!r}; p(original) {result.p_before:.3f} → "
+                f"{result.p_after:.3f} (drop {result.drop:+.3f})")
+    name = ", ".join(_name(trace, c) for c in (spec.steer[0] if spec.steer else spec.ablate))
+    return AssertionRecord("causal", f"{result.intervention.describe()}", "; ".join(parts_expected), measured,
+                           bool(ok), latents=list(result.latents), tokens=list(range(trace.n_tokens)),
+                           concept=name, intervention=result)
+
+
+def check_sufficient(pad: Scratchpad, trace: Trace, spec: CausalSpec) -> AssertionRecord:
+    from .analysis import find_sufficient_set
+
+    if trace.n_tokens == 0:
+        return AssertionRecord("sufficient", "a sufficient set exists", "a set whose ablation changes the answer",
+                               "the answer is empty", False)
+    t = trace.token_index(spec.token)
+    found = find_sufficient_set(pad, trace, t, min_drop=spec.min_drop)
+    goal = "changes the answer" + (f" or drops p by >= {spec.min_drop:g}" if spec.min_drop is not None else "")
+    if found.found and found.result is not None:
+        names = ", ".join(_name(trace, i) for i in found.latents)
+        r = found.result
+        measured = (f"[{names}] → answer {r.answer_after!r}, p(original) {r.p_before:.3f} → {r.p_after:.3f}")
+        return AssertionRecord("sufficient", "a sufficient set exists among the clusters", f"a set that {goal}",
+                               measured, True, latents=list(found.latents), tokens=[t], concept=names,
+                               intervention=r)
+    best = max(found.tried, key=lambda r: r.drop, default=None)
+    measured = "no candidate did" + (f" (best drop {best.drop:+.3f})" if best is not None else "")
+    return AssertionRecord("sufficient", "a sufficient set exists among the clusters", f"a set that {goal}",
+                           measured, False, tokens=[t])
+
+
+# ---------------------------------------------------------------------- running a YAML case
+@dataclass
+class CaseResult:
+    case: Case
+    trace: Trace
+    records: list[AssertionRecord]
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.records)
+
+    @property
+    def failures(self) -> list[AssertionRecord]:
+        return [r for r in self.records if not r.passed]
+
+
+def run_case(pad: Scratchpad, case: Case, image: Any = None) -> CaseResult:
+    """Run one case and evaluate all its expectations (interventions of the case in one batch)."""
+    trace = pad.run(image if image is not None else case.load_image(), case.prompt,
+                    max_new_tokens=case.max_new_tokens)
+    exp = case.expect
+    records: list[AssertionRecord] = []
+    if exp.answer is not None:
+        records.append(check_answer(trace, exp.answer))
+    for cap in exp.captured:
+        records.append(check_captured(trace, cap, case.min_score))
+    for att in exp.attended:
+        records.extend(check_attended(trace, att, case.top_k))
+    plain = [c for c in exp.causal if not c.sufficient]
+    if plain:
+        results = pad.intervene(trace, [causal_intervention(c) for c in plain])
+        records.extend(check_causal(trace, c, r) for c, r in zip(plain, results))
+    for suff in (c for c in exp.causal if c.sufficient):
+        records.append(check_sufficient(pad, trace, suff))
+    trace.records.extend(records)
+    return CaseResult(case, trace, records)
+
+
+# ---------------------------------------------------------------------- fluent API (bound on Trace)
+def _raise_if_failed(trace: Trace, records: list[AssertionRecord]) -> None:
+    __tracebackhide__ = True
+    trace.records.extend(records)
+    for record in records:
+        if not record.passed:
+            raise ConceptAssertionError(record, trace)
+
+
+def assert_answer(trace: Trace, expected: str | None = None, *, contains: str | None = None,
+                  one_of: Sequence[str] | None = None, not_: str | None = None,
+                  correct: str | None = None) -> Trace:
+    __tracebackhide__ = True
+    given = [x is not None for x in (expected, contains, one_of, not_)]
+    if sum(given) != 1:
+        raise InputError("assert_answer takes exactly one of expected, contains, one_of, not_")
+    spec = AnswerSpec(equals=expected, contains=contains, one_of=tuple(one_of) if one_of else None, not_=not_,
+                      correct=correct)
+    _raise_if_failed(trace, [check_answer(trace, spec)])
+    return trace
+
+
+def assert_captured(trace: Trace, *concepts: Any, min_score: float | None = None, max_rank: int | None = None,
+                    absent: bool = False) -> Trace:
+    __tracebackhide__ = True
+    if not concepts:
+        raise InputError("assert_captured needs at least one concept")
+    _raise_if_failed(trace, [check_captured(trace, CapturedSpec(c, min_score, max_rank, absent)) for c in concepts])
+    return trace
+
+
+def assert_attended(trace: Trace, token: str | int, *concepts: Any, top_k: int = 5,
+                    absent: Sequence[Any] = ()) -> Trace:
+    __tracebackhide__ = True
+    if not concepts and not absent:
+        raise InputError("assert_attended needs concepts (or absent=[...])")
+    _raise_if_failed(trace, check_attended(trace, AttendedSpec(token, tuple(concepts), tuple(absent), top_k)))
+    return trace
+
+
+def assert_causal(trace: Trace, *, ablate: Sequence[Any] = (), steer: dict[str, Any] | None = None,
+                  patches: Sequence[int] | None = None, changes: bool | None = None, answer: str | None = None,
+                  min_drop: float | None = None) -> InterventionResult:
+    __tracebackhide__ = True
+    pad = trace._scratchpad
+    if pad is None:
+        raise InputError("this trace has no Scratchpad to run interventions with")
+    if changes is None and answer is None and min_drop is None:
+        raise InputError("assert_causal needs changes=, answer= or min_drop=")
+    steer_spec = None
+    if steer is not None:
+        steer_spec = (tuple(steer.get("concepts", ())), steer.get("value"), steer.get("scale"))
+    spec = CausalSpec(ablate=tuple(ablate), steer=steer_spec, patches=tuple(patches) if patches else None,
+                      changes=changes, answer=answer, min_drop=min_drop)
+    result = pad.intervene(trace, [causal_intervention(spec)])[0]
+    _raise_if_failed(trace, [check_causal(trace, spec, result)])
+    return result
+
+
+def assert_sufficient(trace: Trace, token: str | int = 0, *, min_drop: float | None = None) -> AssertionRecord:
+    __tracebackhide__ = True
+    pad = trace._scratchpad
+    if pad is None:
+        raise InputError("this trace has no Scratchpad to run interventions with")
+    record = check_sufficient(pad, trace, CausalSpec(sufficient=True, token=token, min_drop=min_drop))
+    _raise_if_failed(trace, [record])
+    return record

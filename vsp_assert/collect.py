@@ -1,0 +1,141 @@
+"""pytest collection nodes for YAML case files.
+
+``VspCaseFile`` parses and validates a case file at collection time (a bad file is a collection error naming
+file, line and field, reported before any model loads) and yields one ``VspCaseItem`` per case, with readable
+ids (``cases/misleading.yaml::stripes-triangle``) and the case's ``xfail``/``skip`` marks. The item runs the case
+through the session's Scratchpad, raises :class:`CaseFailure` with the recorded results when an expectation
+fails, and renders it in ``repr_failure``. This module imports torch only when a case runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .cases import Case, parse_case_file
+from .config import VspConfig
+from .errors import VspError
+
+if TYPE_CHECKING:
+    from .assertions import CaseResult
+
+
+class CaseFailure(Exception):
+    """A case ran and some expectation failed; carries the recorded :class:`CaseResult`."""
+
+    def __init__(self, result: CaseResult) -> None:
+        self.result = result
+        super().__init__(f"{len(result.failures)} of {len(result.records)} checks failed")
+
+
+def vsp_config(config: pytest.Config) -> VspConfig:
+    from .plugin import CONFIG_KEY
+
+    return config.stash[CONFIG_KEY]
+
+
+def style_for(config: pytest.Config) -> Any:
+    from .render.style import Style, colour_enabled
+
+    setting = vsp_config(config).color
+    if setting == "auto":
+        return Style(bool(config.get_terminal_writer().hasmarkup) and colour_enabled(None, _AlwaysTTY()))
+    return Style(colour_enabled(setting))
+
+
+class _AlwaysTTY:
+    """Lets colour_enabled apply NO_COLOR / TERM=dumb on top of pytest's own markup decision."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def terminal_width(config: pytest.Config) -> int:
+    return max(60, int(config.get_terminal_writer().fullwidth))
+
+
+class VspCaseFile(pytest.File):
+    def collect(self) -> Any:
+        cfg = vsp_config(self.config)
+        try:
+            parsed = parse_case_file(self.path, root=self.config.rootpath,
+                                     allow_outside_root=cfg.allow_outside_root)
+        except VspError as exc:
+            raise CaseCollectError(str(exc)) from None
+        for case in parsed.cases:
+            yield VspCaseItem.from_parent(self, name=case.id, case=case, model=parsed.model, sae=parsed.sae)
+
+    def repr_failure(self, excinfo: Any, style: Any = None) -> Any:  # type: ignore[override]
+        if isinstance(excinfo.value, CaseCollectError):
+            return f"vsp-assert: invalid case file\n{excinfo.value}"
+        return super().repr_failure(excinfo)
+
+
+class CaseCollectError(Exception):
+    """A case file failed validation (message already names file, line and field)."""
+
+
+class VspCaseItem(pytest.Item):
+    def __init__(self, *, case: Case, model: str | None, sae: str | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.case = case
+        self.pinned_model = model
+        self.pinned_sae = sae
+        self.result: CaseResult | None = None
+        self.add_marker(pytest.mark.vsp)
+        for name, reason in case.marks:
+            if name == "xfail":
+                self.add_marker(pytest.mark.xfail(reason=reason or "known failure", strict=True))
+            elif name == "skip":
+                self.add_marker(pytest.mark.skip(reason=reason or "skipped in the case file"))
+
+    def runtest(self) -> None:
+        from .assertions import run_case
+        from .session import session_scratchpad
+
+        cfg = vsp_config(self.config)
+        pad = session_scratchpad(cfg, model_name=self.pinned_model, sae_name=self.pinned_sae)
+        try:
+            self.result = run_case(pad, self.case)
+        except VspError as exc:
+            raise exc.with_context(file=self.case.file, line=self.case.line) from None
+        for key, value in case_properties(self.result):
+            self.user_properties.append((key, value))
+        if not self.result.passed:
+            raise CaseFailure(self.result)
+
+    def repr_failure(self, excinfo: Any, style: Any = None) -> Any:  # type: ignore[override]
+        from .render.report import render_case
+
+        cfg = vsp_config(self.config)
+        if isinstance(excinfo.value, CaseFailure):
+            result = excinfo.value.result
+            return render_case(self.nodeid, result.trace, result.records, style=style_for(self.config),
+                               top_k=self.case.top_k, width=terminal_width(self.config))
+        if isinstance(excinfo.value, VspError) and not cfg.debug:
+            return f"vsp-assert: {excinfo.value}"
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, self.case.line - 1, f"vsp case {self.case.id}"
+
+
+def case_properties(result: CaseResult) -> list[tuple[str, Any]]:
+    """Key figures of a case for JUnit XML properties (``record_property``-style)."""
+    trace = result.trace
+    props: list[tuple[str, Any]] = [
+        ("vsp_answer", trace.answer),
+        ("vsp_answer_prob", round(trace.answer_prob, 4)),
+        ("vsp_checks", len(result.records)),
+        ("vsp_failed_checks", len(result.failures)),
+    ]
+    labels = trace.labels
+    if trace.n_tokens:
+        top = trace.top_concepts(0, 3)
+        props.append(("vsp_top_concepts", ", ".join(labels.display(i) if labels else f"#{i}" for i, _ in top)))
+    for r in result.records:
+        if r.intervention is not None:
+            props.append((f"vsp_drop[{r.description}]", round(r.intervention.drop, 4)))
+    return props

@@ -1,0 +1,55 @@
+"""The failure report of a case: expected vs measured, then the evidence (heatmap and spatial maps).
+
+Used by the pytest plugin for YAML items (``repr_failure``) and for Python tests (a report section added in
+``pytest_runtest_makereport``), and by ``--vsp-show`` for passing cases. It only formats recorded results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from tabulate import tabulate
+
+from .style import Style
+from .terminal import render_trace, terminal_width
+
+if TYPE_CHECKING:
+    from ..assertions import AssertionRecord
+    from ..trace import Trace
+
+
+def render_records(records: Sequence[AssertionRecord], style: Style) -> str:
+    rows = []
+    for r in records:
+        mark = style.green("✔ pass") if r.passed else style.red("✘ FAIL")
+        rows.append([mark, r.kind, r.description, r.expected, r.measured])
+    return tabulate(rows, headers=["", "check", "assertion", "expected", "measured"], tablefmt="simple",
+                    maxcolwidths=[None, None, 38, 30, 48])
+
+
+def render_case(
+    title: str,
+    trace: Trace,
+    records: Sequence[AssertionRecord],
+    *,
+    style: Style,
+    top_k: int = 5,
+    width: int | None = None,
+) -> str:
+    """Title, the records table, and the trace view with asserted latents and tokens highlighted."""
+    width = width or terminal_width()
+    failing = [r for r in records if not r.passed]
+    latents = list(dict.fromkeys(i for r in records for i in r.latents))
+    tokens = sorted({t for r in (failing or records) for t in r.tokens if r.kind != "answer"})
+    spatial = []
+    focus = next((r for r in failing if r.latents and r.concept), None) or next(
+        (r for r in records if r.latents and r.concept), None)
+    if focus is not None:
+        token = focus.tokens[0] if focus.tokens else (0 if trace.n_tokens else None)
+        spatial.append((focus.concept or "concept", focus.latents, token))
+    status = style.red("FAILED") if failing else style.green("passed")
+    head = f"{style.bold(title)}  {status}  ({len(failing)} of {len(records)} checks failed)"
+    body = render_trace(trace, style=style, width=width, top_k=top_k, highlight_latents=latents,
+                        highlight_tokens=tokens, spatial=spatial)
+    return "\n".join([head, "", render_records(records, style), "", body])
