@@ -1,0 +1,107 @@
+"""Idefics3 / SmolVLM family adapter (``model_type`` ``"idefics3"``, ``"smolvlm"``): image splitting + pixel shuffle.
+
+The processor resizes the image, splits it into ``rows × cols`` tiles of the encoder's size and appends the whole
+image downscaled to one tile (the *global* view), so an image has ``V = rows·cols + 1`` views (the batch is
+padded with all-zero views, which the model drops). The SigLIP-style tower (``model.vision_model``, no class
+token) runs on every real view: ``[ΣV, P_v, d]``. The connector *pixel-shuffles* each view: every
+``scale × scale`` block of patches becomes one LM token (``P_v / scale²`` tokens per view), so the map is
+many-to-one, each image token carrying ``scale²`` patches with weight ``1/scale²``. In the prompt each view's
+tokens follow ``<fake_token_around_image><row_r_col_c>`` (tiles, row-major) or ``<global-img>`` (last).
+
+Patches are numbered ``view · P_v + row · cols_v + col`` (views in the processor's order, global view last), and
+the map is computed by running the model's own ``pixel_shuffle`` on patch indices, so it follows the model.
+
+Shapes: hooked layer output ``[ΣV, P_v, d_vision]`` → patches ``[B, V·P_v, d_vision]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from vsp_assert.adapters import PatchMap, register_adapter
+from vsp_assert.errors import ModelError
+
+from .llava import LlavaAdapter
+
+
+@register_adapter
+class Idefics3Adapter(LlavaAdapter):
+    family = "idefics3"
+    model_types = ("idefics3", "smolvlm")
+
+    @classmethod
+    def load(cls, name_or_path: str, **kwargs: Any) -> tuple[nn.Module, Any]:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        model = AutoModelForImageTextToText.from_pretrained(name_or_path, **kwargs)
+        return model, AutoProcessor.from_pretrained(name_or_path)
+
+    # ------------------------------------------------------------------ vision
+    def vision_layer_paths(self) -> list[str]:
+        return [f"model.vision_model.encoder.layers.{i}" for i in range(len(self.model.model.vision_model.encoder.layers))]
+
+    def fed_layer_index(self) -> int:
+        return len(self.vision_layer_paths()) - 1
+
+    def _has_cls(self) -> bool:
+        return False
+
+    def _scale(self) -> int:
+        return int(self.model.config.scale_factor)
+
+    def _tokens_per_view(self) -> int:
+        rows, cols = self.grid()
+        return rows * cols // self._scale() ** 2
+
+    def views_per_image(self, inputs: dict[str, torch.Tensor] | None, hidden_rows: int, batch: int) -> list[int]:
+        """Real views of each element: its image-token count over the tokens one view gives (even split without
+        inputs)."""
+        if inputs is not None and "input_ids" in inputs:
+            counts = (inputs["input_ids"] == self.model.config.image_token_id).sum(1)  # [B]
+            views = [int(c) // self._tokens_per_view() for c in counts]
+        else:
+            views = [hidden_rows // batch] * batch
+        if sum(views) != hidden_rows:
+            raise ModelError(f"idefics3: the hooked layer ran on {hidden_rows} views, the inputs imply {sum(views)}",
+                             fix="pass the forward's inputs to patches_of / with_patches")
+        return views
+
+    def patches_of(self, hidden: torch.Tensor, batch: int,
+                   inputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        views = self.views_per_image(inputs, hidden.shape[0], batch)
+        p_v, d = hidden.shape[1], hidden.shape[2]
+        out = hidden.new_zeros(batch, max(views) * p_v, d)  # [B, V_max·P_v, d]
+        for b, chunk in enumerate(torch.split(hidden, views)):
+            out[b, : chunk.shape[0] * p_v] = chunk.reshape(-1, d)
+        return out
+
+    def with_patches(self, hidden: torch.Tensor, patches: torch.Tensor,
+                     inputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        views = self.views_per_image(inputs, hidden.shape[0], patches.shape[0])
+        p_v = hidden.shape[1]
+        return torch.cat([patches[b, : v * p_v].reshape(v, p_v, -1) for b, v in enumerate(views)]).to(hidden.dtype)
+
+    # ------------------------------------------------------------------ inputs
+    def _chat(self, prompt: str) -> str:
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True)
+
+    # ------------------------------------------------------------------ mapping
+    def patch_map(self, inputs: dict[str, torch.Tensor], index: int) -> PatchMap:
+        ids = inputs["input_ids"][index]  # [L]
+        positions = torch.nonzero(ids == self.model.config.image_token_id).flatten()  # [N_img]
+        views = positions.numel() // self._tokens_per_view()
+        rows, cols = self.grid()
+        p_v = rows * cols
+        if views * self._tokens_per_view() != positions.numel():
+            raise ModelError(f"idefics3: {positions.numel()} image tokens are not a whole number of views of "
+                             f"{self._tokens_per_view()} tokens", fix="build inputs with the model's own processor")
+        index_feature = torch.arange(views * p_v, dtype=torch.float32).reshape(views, p_v, 1)  # patch ids
+        shuffled = self.model.model.connector.pixel_shuffle(index_feature, self._scale())  # [V, P_v/s², s²]
+        carried = shuffled.reshape(-1, self._scale() ** 2).round().long()  # [N_img, s²]
+        mapping = torch.zeros(positions.numel(), views * p_v)
+        mapping.scatter_(1, carried, 1.0 / self._scale() ** 2)
+        return PatchMap(image_positions=positions, token_to_patch=mapping, grid=(rows, cols), views=views)
