@@ -84,6 +84,7 @@ class VspCaseItem(pytest.Item):
         self.pinned_model = model
         self.pinned_sae = sae
         self.result: CaseResult | None = None
+        self.drift_text: str | None = None
         self.add_marker(pytest.mark.vsp)
         for name, reason in case.marks:
             if name == "xfail":
@@ -99,8 +100,14 @@ class VspCaseItem(pytest.Item):
         pad = session_scratchpad(cfg, model_name=self.pinned_model, sae_name=self.pinned_sae)
         try:
             self.result = run_case(pad, self.case)
+            from .baseline import check_result
+
+            drift, self.drift_text = check_result(baseline_store(self.config), self.result,
+                                                  update=cfg.update_baseline, style=style_for(self.config),
+                                                  width=terminal_width(self.config))
         except VspError as exc:
             raise exc.with_context(file=self.case.file, line=self.case.line) from None
+        self.result.records.extend(drift)
         for key, value in case_properties(self.result):
             self.user_properties.append((key, value))
         if not self.result.passed:
@@ -112,14 +119,28 @@ class VspCaseItem(pytest.Item):
         cfg = vsp_config(self.config)
         if isinstance(excinfo.value, CaseFailure):
             result = excinfo.value.result
-            return render_case(self.nodeid, result.trace, result.records, style=style_for(self.config),
+            text = render_case(self.nodeid, result.trace, result.records, style=style_for(self.config),
                                top_k=self.case.top_k, width=terminal_width(self.config))
+            return text + ("\n\n" + self.drift_text if self.drift_text else "")
         if isinstance(excinfo.value, VspError) and not cfg.debug:
             return f"vsp-assert: {excinfo.value}"
         return super().repr_failure(excinfo)
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, self.case.line - 1, f"vsp case {self.case.id}"
+
+
+BASELINE_KEY = pytest.StashKey[Any]()
+
+
+def baseline_store(config: pytest.Config) -> Any:
+    """The session's :class:`~vsp_assert.baseline.BaselineStore` (created on first use)."""
+    from .baseline import BaselineStore
+
+    if BASELINE_KEY not in config.stash:
+        cfg = vsp_config(config)
+        config.stash[BASELINE_KEY] = BaselineStore(model=cfg.model, sae=cfg.sae)
+    return config.stash[BASELINE_KEY]
 
 
 def case_properties(result: CaseResult) -> list[tuple[str, Any]]:

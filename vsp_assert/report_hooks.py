@@ -71,12 +71,28 @@ def terminal_summary(reporter: Any, config: pytest.Config) -> None:
         f"{len(results)} concept case(s) recorded, {failed} with failing checks; model {cfg.model!r}, "
         f"SAE {cfg.sae!r}; model loads this session: {session_loads(cfg)}"
     )
+    from .collect import BASELINE_KEY
+
+    store = config.stash.get(BASELINE_KEY, None)
+    if store is not None and store.missing and not cfg.update_baseline:
+        reporter.write_line(f"{len(store.missing)} case(s) have no baseline entry (drift not checked); "
+                            "record them with --vsp-update-baseline")
+    for path in config.stash.get(WRITTEN_KEY, []):
+        reporter.write_line(f"baseline written: {path}")
     if cfg.report:
         reporter.write_line(f"HTML report: {cfg.report}/index.html")
 
 
+WRITTEN_KEY = pytest.StashKey[list]()
+
+
 def session_finish(session: pytest.Session) -> None:
+    from .collect import BASELINE_KEY
+
     cfg = vsp_config(session.config)
+    store = session.config.stash.get(BASELINE_KEY, None)
+    if cfg.update_baseline and store is not None:
+        session.config.stash[WRITTEN_KEY] = store.flush()
     if not cfg.report:
         return
     results = session.config.stash.get(RESULTS_KEY, [])

@@ -1,0 +1,342 @@
+"""Concept baselines: a recorded profile per case, and the drift check against it.
+
+A case that passes can still drift: the answer stays right but for another reason. A *profile* records what a
+case's trace showed — the answer and its probability, per output token the top attention-weighted concepts
+with scores, the top image-level (captured) concepts, and the outcome of the case's interventions. Profiles are
+stored one JSON file per case file, beside it (``cases/misleading.yaml`` → ``cases/misleading.baseline.json``),
+with sorted keys and rounded floats so that diffs read well in review.
+
+``--vsp-update-baseline`` writes the profiles of the cases that ran; entries of cases that did not run are kept
+(read–modify–write under an exclusive lock, so xdist workers can update one file together; written atomically
+via a temp file + rename). Without the flag, a case with a baseline entry also asserts *no drift* beyond its
+tolerances (:class:`~vsp_assert.cases.Tolerance`, per case or in ``defaults``):
+
+- the answer changed;
+- the answer's probability moved by more than ``probability``;
+- a concept entered or left a token's top-``top_k``;
+- the Spearman rank correlation of a token's concept scores (over the latents recorded for it) fell below
+  ``rank_correlation``;
+- an intervention's outcome (its answer after) changed.
+
+The drift failure shows a concept diff per token (gained / lost / moved) and the heatmaps of then and now.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import CaseError
+from .io import atomic_write_text
+
+if TYPE_CHECKING:
+    from .assertions import AssertionRecord, CaseResult
+    from .cases import Tolerance
+    from .trace import Trace
+
+VERSION = 1
+RECORDED_TOP = 10  # latents stored per token / for the image
+DECIMALS = 4
+
+
+def baseline_path(case_file: str | Path) -> Path:
+    p = Path(case_file)
+    return p.with_name(p.stem + ".baseline.json")
+
+
+def _r(x: float) -> float:
+    return round(float(x), DECIMALS)
+
+
+def profile(trace: Trace, records: list[AssertionRecord] | None = None, top: int = RECORDED_TOP) -> dict[str, Any]:
+    """The recorded profile of one trace (and the interventions among its records)."""
+    labels = trace.labels
+    tokens = []
+    for t, text in enumerate(trace.output_tokens):
+        tokens.append({
+            "text": text,
+            "top": [[labels.display(i) if labels else f"#{i}", i, _r(s)] for i, s in trace.top_concepts(t, top)],
+        })
+    interventions = []
+    for r in records or []:
+        if r.intervention is not None:
+            iv = r.intervention
+            interventions.append({"intervention": r.description, "answer_after": iv.answer_after,
+                                  "p_after": _r(iv.p_after), "drop": _r(iv.drop)})
+    return {
+        "answer": trace.answer,
+        "answer_prob": _r(trace.answer_prob),
+        "tokens": tokens,
+        "captured": [[labels.display(i) if labels else f"#{i}", i, _r(s)] for i, s in trace.top_captured(top)],
+        "interventions": sorted(interventions, key=lambda d: d["intervention"]),
+    }
+
+
+# ---------------------------------------------------------------------- reading and writing
+def read_baseline(path: str | Path) -> dict[str, Any]:
+    """A baseline file's ``cases`` mapping (empty when the file does not exist); invalid files are CaseErrors."""
+    p = Path(path)
+    if not p.exists():
+        return {}
+    try:
+        raw = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CaseError(f"cannot read the baseline ({exc})", file=str(p)) from None
+    except json.JSONDecodeError as exc:
+        raise CaseError(f"the baseline is not valid JSON ({exc.msg})", file=str(p), line=exc.lineno,
+                        fix="restore it from version control or rewrite it with --vsp-update-baseline") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("cases"), dict):
+        raise CaseError("a baseline file is an object with a 'cases' mapping", file=str(p),
+                        received=type(raw).__name__, fix="rewrite it with --vsp-update-baseline")
+    if raw.get("version") != VERSION:
+        raise CaseError("unsupported baseline version", file=str(p), field="version", received=raw.get("version"),
+                        allowed=str(VERSION), fix="rewrite it with --vsp-update-baseline")
+    for case_id, entry in raw["cases"].items():
+        _validate_entry(entry, str(p), str(case_id))
+    return dict(raw["cases"])
+
+
+def _validate_entry(entry: Any, source: str, case_id: str) -> None:
+    def bad(field_: str, received: Any, allowed: str) -> CaseError:
+        return CaseError("invalid baseline entry", file=source, field=f"cases.{case_id}.{field_}",
+                         received=received, allowed=allowed, fix="rewrite it with --vsp-update-baseline")
+
+    if not isinstance(entry, dict):
+        raise bad("", type(entry).__name__, "an object")
+    if not isinstance(entry.get("answer"), str):
+        raise bad("answer", entry.get("answer"), "a string")
+    prob = entry.get("answer_prob")
+    if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0.0 <= float(prob) <= 1.0:
+        raise bad("answer_prob", prob, "a number in [0, 1]")
+    for key in ("tokens", "captured", "interventions"):
+        if not isinstance(entry.get(key), list):
+            raise bad(key, entry.get(key), "a list")
+    for i, tok in enumerate(entry["tokens"]):
+        if not isinstance(tok, dict) or not isinstance(tok.get("top"), list):
+            raise bad(f"tokens[{i}]", tok, "{text, top: [[name, id, score], …]}")
+        for item in tok["top"]:
+            if (not isinstance(item, list) or len(item) != 3 or isinstance(item[1], bool)
+                    or not isinstance(item[1], int) or not isinstance(item[2], (int, float))):
+                raise bad(f"tokens[{i}].top", item, "[name, latent id, score]")
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock beside ``path`` (POSIX); a no-op where fcntl is missing."""
+    lock_path = path.with_name("." + path.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(lock_path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def update_baseline(path: str | Path, entries: dict[str, dict[str, Any]], *, model: str, sae: str) -> Path:
+    """Merge ``entries`` (case id → profile) into the baseline at ``path``; other cases' entries are kept."""
+    p = Path(path)
+    with _locked(p):
+        cases = read_baseline(p)
+        cases.update(entries)
+        doc = {"version": VERSION, "model": model, "sae": sae, "cases": {k: cases[k] for k in sorted(cases)}}
+        atomic_write_text(p, json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+    return p
+
+
+# ---------------------------------------------------------------------- drift
+@dataclass
+class TokenDiff:
+    index: int
+    text: str
+    gained: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
+    moved: list[str] = field(default_factory=list)
+    rank_correlation: float | None = None
+
+
+@dataclass
+class Drift:
+    """Differences between a baseline profile and a new one."""
+
+    answer: tuple[str, str] | None = None
+    probability: tuple[float, float] | None = None
+    tokens: list[TokenDiff] = field(default_factory=list)
+    interventions: list[tuple[str, str, str]] = field(default_factory=list)  # (intervention, then, now)
+
+    def changed_tokens(self) -> list[TokenDiff]:
+        return [t for t in self.tokens if t.gained or t.lost or t.moved]
+
+
+def _spearman(a: list[float], b: list[float]) -> float | None:
+    if len(a) < 3:
+        return None
+    from scipy.stats import spearmanr
+
+    if len(set(a)) == 1 or len(set(b)) == 1:
+        return 1.0 if a == b else 0.0
+    return float(spearmanr(a, b).statistic)
+
+
+def diff_profiles(old: dict[str, Any], new: dict[str, Any], trace: Trace | None, top_k: int) -> Drift:
+    """Compare two profiles; ``trace`` (the new run) provides scores of latents outside the new top list."""
+    drift = Drift()
+    if old["answer"].strip().lower() != new["answer"].strip().lower():
+        drift.answer = (old["answer"], new["answer"])
+    drift.probability = (float(old["answer_prob"]), float(new["answer_prob"]))
+    for t, (then, now) in enumerate(zip(old["tokens"], new["tokens"])):
+        then_ids = [item[1] for item in then["top"]]
+        now_ids = [item[1] for item in now["top"]]
+        names = {item[1]: item[0] for item in then["top"] + now["top"]}
+        then_k, now_k = then_ids[:top_k], now_ids[:top_k]
+        diff = TokenDiff(t, now.get("text", ""))
+        diff.gained = [names[i] for i in now_k if i not in then_k]
+        diff.lost = [names[i] for i in then_k if i not in now_k]
+        diff.moved = [f"{names[i]} {then_k.index(i) + 1}→{now_k.index(i) + 1}" for i in now_k
+                      if i in then_k and then_k.index(i) != now_k.index(i)]
+        if trace is not None and t < trace.n_tokens:
+            current = [float(trace.scores[t, i]) for i in then_ids]
+            diff.rank_correlation = _spearman([float(item[2]) for item in then["top"]], current)
+        drift.tokens.append(diff)
+    then_iv = {d["intervention"]: d for d in old.get("interventions", [])}
+    for d in new.get("interventions", []):
+        prev = then_iv.get(d["intervention"])
+        if prev is not None and prev["answer_after"].strip().lower() != d["answer_after"].strip().lower():
+            drift.interventions.append((d["intervention"], prev["answer_after"], d["answer_after"]))
+    return drift
+
+
+def drift_records(drift: Drift, tolerance: Tolerance) -> list[AssertionRecord]:
+    """The drift checks as assertion records (all of them, passing or not)."""
+    from .assertions import AssertionRecord
+
+    records = []
+    then, now = drift.answer or ("", "")
+    records.append(AssertionRecord("drift", "answer unchanged since baseline",
+                                   "same answer", f"{then!r} → {now!r}" if drift.answer else "same",
+                                   drift.answer is None))
+    if drift.probability is not None:
+        p0, p1 = drift.probability
+        records.append(AssertionRecord("drift", "answer probability within tolerance",
+                                       f"|Δp| <= {tolerance.probability:g}", f"{p0:.3f} → {p1:.3f}",
+                                       abs(p1 - p0) <= tolerance.probability + 1e-9))
+    for tok in drift.tokens:
+        changed = tok.gained or tok.lost
+        detail = "; ".join(part for part in (
+            f"gained {', '.join(tok.gained)}" if tok.gained else "",
+            f"lost {', '.join(tok.lost)}" if tok.lost else "",
+        ) if part) or "same set"
+        records.append(AssertionRecord("drift", f"token {tok.index} '{tok.text.strip()}' keeps its top concepts",
+                                       f"same top-{tolerance.top_k}", detail, not changed, tokens=[tok.index]))
+        if tok.rank_correlation is not None:
+            records.append(AssertionRecord(
+                "drift", f"token {tok.index} '{tok.text.strip()}' concept ranking stable",
+                f"spearman >= {tolerance.rank_correlation:g}", f"{tok.rank_correlation:.3f}",
+                tok.rank_correlation >= tolerance.rank_correlation, tokens=[tok.index]))
+    for what, then_answer, now_answer in drift.interventions:
+        records.append(AssertionRecord("drift", f"{what}: same outcome as baseline", f"answer after {then_answer!r}",
+                                       f"answer after {now_answer!r}", False))
+    return records
+
+
+def render_drift(drift: Drift, old: dict[str, Any], trace: Trace, style: Any, width: int) -> str:
+    """The concept diff per token and the heatmaps of then (baseline) and now over the same latents."""
+    import numpy as np
+
+    from .analysis import Heatmap
+    from .render.terminal import render_heatmap
+
+    lines = [style.bold("concept drift since baseline")]
+    if drift.answer:
+        lines.append(f"  answer: {drift.answer[0]!r} → {drift.answer[1]!r}")
+    if drift.probability:
+        lines.append(f"  p(answer): {drift.probability[0]:.3f} → {drift.probability[1]:.3f}")
+    for tok in drift.tokens:
+        parts = [style.green("+ " + ", ".join(tok.gained)) if tok.gained else "",
+                 style.red("- " + ", ".join(tok.lost)) if tok.lost else "",
+                 ("moved " + ", ".join(tok.moved)) if tok.moved else ""]
+        rho = f" (ρ={tok.rank_correlation:.2f})" if tok.rank_correlation is not None else ""
+        lines.append(f"  token {tok.index} '{tok.text.strip()}'{rho}: " + ("  ".join(p for p in parts if p) or "same"))
+    for what, then_answer, now_answer in drift.interventions:
+        lines.append(f"  {what}: answer after {then_answer!r} → {now_answer!r}")
+    ids: list[int] = []
+    names: dict[int, str] = {}
+    for tok in old["tokens"]:
+        for name, i, _ in tok["top"][:6]:
+            if i not in names:
+                ids.append(i)
+                names[i] = name.split("#")[0] or f"#{i}"
+    for t in range(trace.n_tokens):
+        for i, _ in trace.top_concepts(t, 6):
+            if i not in names:
+                ids.append(i)
+                names[i] = (trace.labels.name_of(i) if trace.labels else None) or f"#{i}"
+    if ids:
+        then_values = np.zeros((len(old["tokens"]), len(ids)))
+        for t, tok in enumerate(old["tokens"]):
+            recorded = {i: s for _, i, s in tok["top"]}
+            for j, i in enumerate(ids):
+                then_values[t, j] = recorded.get(i, 0.0)
+        now_values = trace.scores[:, ids].numpy() if trace.n_tokens else np.zeros((0, len(ids)))
+        clusters = list(range(1, len(ids) + 1))
+        then_hm = Heatmap([tok.get("text", "") for tok in old["tokens"]], ids, [names[i] for i in ids],
+                          then_values, clusters)
+        now_hm = Heatmap(list(trace.output_tokens), ids, [names[i] for i in ids], now_values.astype(float), clusters)
+        lines += ["", style.bold("then (baseline)"), render_heatmap(then_hm, style=style, width=width),
+                  "", style.bold("now"), render_heatmap(now_hm, style=style, width=width)]
+    return "\n".join(lines)
+
+
+class BaselineStore:
+    """Per-session state: baselines read once per case file, profiles collected for ``--vsp-update-baseline``."""
+
+    def __init__(self, *, model: str, sae: str) -> None:
+        self.model, self.sae = model, sae
+        self._read: dict[Path, dict[str, Any]] = {}
+        self.pending: dict[Path, dict[str, dict[str, Any]]] = {}
+        self.missing: list[str] = []
+
+    def entry(self, case_file: str, case_id: str) -> dict[str, Any] | None:
+        path = baseline_path(case_file)
+        if path not in self._read:
+            self._read[path] = read_baseline(path)
+        return self._read[path].get(case_id)
+
+    def record(self, case_file: str, case_id: str, prof: dict[str, Any]) -> None:
+        self.pending.setdefault(baseline_path(case_file), {})[case_id] = prof
+
+    def flush(self) -> list[Path]:
+        written = [update_baseline(path, entries, model=self.model, sae=self.sae)
+                   for path, entries in sorted(self.pending.items())]
+        self.pending.clear()
+        return written
+
+
+def check_result(store: BaselineStore, result: CaseResult, *, update: bool, style: Any,
+                 width: int) -> tuple[list[AssertionRecord], str | None]:
+    """Drift records for one case result (empty when updating or when no baseline entry exists)."""
+    case = result.case
+    prof = profile(result.trace, result.records)
+    if update:
+        store.record(case.file, case.id, prof)
+        return [], None
+    old = store.entry(case.file, case.id)
+    if old is None:
+        store.missing.append(f"{os.path.relpath(case.file)}::{case.id}")
+        return [], None
+    drift = diff_profiles(old, prof, result.trace, case.tolerance.top_k)
+    records = drift_records(drift, case.tolerance)
+    text = None
+    if any(not r.passed for r in records):
+        text = render_drift(drift, old, result.trace, style, width)
+    return records, text
