@@ -41,7 +41,8 @@ class Idefics3Adapter(LlavaAdapter):
 
     # ------------------------------------------------------------------ vision
     def vision_layer_paths(self) -> list[str]:
-        return [f"model.vision_model.encoder.layers.{i}" for i in range(len(self.model.model.vision_model.encoder.layers))]
+        n = len(self.model.model.vision_model.encoder.layers)
+        return [f"model.vision_model.encoder.layers.{i}" for i in range(n)]
 
     def fed_layer_index(self) -> int:
         return len(self.vision_layer_paths()) - 1
