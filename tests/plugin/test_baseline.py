@@ -6,7 +6,6 @@ import json
 import os
 
 import pytest
-import torch
 
 from vsp_assert.baseline import baseline_path, read_baseline, update_baseline
 from vsp_assert.errors import CaseError
@@ -22,23 +21,6 @@ cases:
     prompt: "is there a red circle ?"
     expect: {answer: {not: "zzz"}}
 """
-
-
-@pytest.fixture(scope="module")
-def perturbed(saved, tmp_path_factory):
-    """A copy of the saved model with one LM layer perturbed (same vision encoder, so the SAE still fits)."""
-    from vsp_assert import load_model
-    from vsp_assert.testing import save_model
-
-    loaded = load_model(saved["model"])
-    layer = loaded.model.model.language_model.layers[1]
-    gen = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for p in layer.parameters():
-            p.add_(0.5 * p.abs().mean() * torch.randn(p.shape, generator=gen))
-    out = tmp_path_factory.mktemp("perturbed") / "model"
-    save_model(loaded, out)
-    return str(out)
 
 
 def test_baseline_lifecycle(vsp, saved, perturbed):
