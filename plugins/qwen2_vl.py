@@ -6,9 +6,8 @@ tower (``model.visual``) runs on one *packed* sequence: ``[Σ h·w, d]`` for all
 patches in merge order ``(h/2, w/2, 2, 2)``, with block-diagonal attention per image. The merger turns each 2×2
 group into one LM image token, so the token ↔ patch map is many-to-one: image token ``g`` carries its four
 patches with weight 1/4. ``patches_of`` unpacks to row-major ``[B, h·w, d]`` (zero-padded to the largest image)
-and ``with_patches`` packs back; both need the forward's ``image_grid_thw`` (an even split is assumed
-without it, which holds for the identical rows of a batched intervention only when passed inputs are absent
-and every image has the same grid: pass inputs).
+and ``with_patches`` packs back; both need the forward's ``image_grid_thw`` (the patch count alone does not
+give the grid) and raise a ``ModelError`` naming the family without it.
 
 M-RoPE position ids are computed by the model itself from ``input_ids`` and ``image_grid_thw`` (also during
 ``generate``); ``mm_token_type_ids`` is a per-token input and grows by zeros when an answer is appended.
