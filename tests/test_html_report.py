@@ -240,6 +240,54 @@ def test_overlay_puts_the_bright_colour_on_the_hot_patch() -> None:
     assert np.array_equal(out[16:32, 32:48], np.broadcast_to(hot, (16, 16, 3)))  # one block per patch
 
 
+# ---------------------------------------------------------------------- a pytest session with --vsp-report
+SESSION_CASES = """
+cases:
+  - id: right-answer
+    image: img.png
+    prompt: "what color is the square ?"
+    expect:
+      answer: "{answer}"
+      captured: ["#{latent}"]
+      causal:
+        - ablate: ["#{latent}"]
+          min_drop: -1.0
+  - id: wrong-answer
+    image: img.png
+    prompt: "what color is the square ?"
+    expect:
+      answer: "zzz"
+      captured: [red]
+"""
+
+
+@pytest.fixture
+def session_report(pytester: pytest.Pytester, saved: dict[str, Any]) -> Path:
+    """``pytest --vsp-report out`` over a YAML file with a passing and a failing case (the saved tiny model)."""
+    pytester.makeini(f"""
+        [pytest]
+        vsp_model = {saved['model']}
+        vsp_sae = {saved['sae']}
+        vsp_max_new_tokens = 3
+    """)
+    (pytester.path / "img.png").write_bytes(Path(saved["image"]).read_bytes())
+    pytester.makefile(".yaml", test_cases=SESSION_CASES.format(answer=saved["answer"], latent=saved["top_latent"]))
+    result = pytester.runpytest("--vsp-report", "out")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*HTML report: out/index.html*"])
+    return pytester.path / "out" / "index.html"
+
+
+def test_pytest_session_writes_the_report(session_report: Path) -> None:
+    page = parse(session_report.read_text(encoding="utf-8"))
+    assert [s["status"] for s in page.sections] == ["failed", "passed"]
+    assert all(s["rows"] and len(set(s["rows"])) == 1 and s["rows"][0] == len(s["latents"]) for s in page.sections)
+    data = json.loads((session_report.parent / "report.json").read_text(encoding="utf-8"))
+    assert [c["nodeid"] for c in data["results"]] == ["test_cases.yaml::wrong-answer", "test_cases.yaml::right-answer"]
+    assert [r["kind"] for r in data["results"][1]["records"]] == ["answer", "captured", "causal"]
+    assert "intervention" in data["results"][1]["records"][2]
+
+
 # ---------------------------------------------------------------------- headless Chromium
 def find_chromium() -> str | None:
     for name in ("chromium", "chromium-browser", "google-chrome"):
@@ -249,27 +297,47 @@ def find_chromium() -> str | None:
     return None
 
 
-def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> None:
+def screenshot(page: Path, tmp_path: Path) -> dict[tuple[int, int, int], int]:
+    """Render ``page`` in headless Chromium (1280×2000) and count the pixels of each colour on screen."""
     browser = find_chromium()
     if browser is None:
         pytest.skip("chromium not installed: apt-get install chromium")
     shot = tmp_path / "shot.png"
     command = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                "--window-size=1280,2000", f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
-               report.resolve().as_uri()]
+               page.resolve().as_uri()]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert shot.exists(), f"no screenshot (exit {done.returncode}): {done.stderr[-2000:]}"
     screen = np.asarray(Image.open(shot).convert("RGB"))  # [2000, 1280, 3]
     assert screen.shape == (2000, 1280, 3)
     colours, counts = np.unique(screen.reshape(-1, 3), axis=0, return_counts=True)
-    seen = {tuple(int(v) for v in c): int(n) for c, n in zip(colours, counts)}
-    # the failing case's image (first section) is on screen, upscaled: each quadrant ≈ 96×96 pixels
-    for colour in QUADRANTS:
-        assert seen.get(colour, 0) >= 0.8 * (IMAGE_BOX // 2) ** 2, f"image colour {colour} missing"
-    # the first heatmap is on screen: every distinct cell colour fills (most of) at least one cell
-    page = parse(report.read_text(encoding="utf-8"))
-    cells = {tuple(int(h[i:i + 2], 16) for i in (1, 3, 5)) for h in page.sections[0]["colours"]}
+    seen = {(int(c[0]), int(c[1]), int(c[2])): int(n) for c, n in zip(colours, counts)}
+    assert 1.0 - seen.get((255, 255, 255), 0) / screen[..., 0].size > 0.05, "blank page"
+    return seen
+
+
+def assert_heatmap_on_screen(page: Path, seen: dict[tuple[int, int, int], int]) -> None:
+    """Every distinct cell colour of the first case's heatmap fills (most of) at least one cell on screen."""
+    first = parse(page.read_text(encoding="utf-8")).sections[0]
+    cells = {(int(h[1:3], 16), int(h[3:5], 16), int(h[5:7], 16)) for h in first["colours"]}
     assert len(cells) >= 3
     for colour in cells:
         assert seen.get(colour, 0) >= 300, f"heatmap colour {colour} not rendered"
-    assert 1.0 - seen.get((255, 255, 255), 0) / (1280 * 2000) > 0.05  # not a blank page
+
+
+def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> None:
+    seen = screenshot(report, tmp_path)
+    # the failing case's image (first section) is on screen, upscaled: each quadrant ≈ 96×96 pixels
+    for colour in QUADRANTS:
+        assert seen.get(colour, 0) >= 0.8 * (IMAGE_BOX // 2) ** 2, f"image colour {colour} missing"
+    assert_heatmap_on_screen(report, seen)
+
+
+def test_session_report_renders_in_headless_chromium(session_report: Path, saved: dict[str, Any],
+                                                     tmp_path: Path) -> None:
+    seen = screenshot(session_report, tmp_path)
+    assert_heatmap_on_screen(session_report, seen)
+    # the case image (40×40 random pixels, upscaled ×4.8 with NEAREST) shows its own colours on screen
+    pixels = np.asarray(Image.open(saved["image"]).convert("RGB")).reshape(-1, 3)  # [1600, 3]
+    shown = sum(1 for p in pixels if seen.get((int(p[0]), int(p[1]), int(p[2])), 0) >= 16)
+    assert shown >= 0.9 * len(pixels)
