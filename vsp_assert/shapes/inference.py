@@ -125,7 +125,9 @@ def edit_layer_output(
     def hook(_m: torch.nn.Module, _inp: object, out: torch.Tensor) -> torch.Tensor | None:
         return fn(out)
 
-    handle = resolve_module(model, path).register_forward_hook(hook)
+    # prepend: transformers 5 records ``hidden_states`` (what LLaVA projects) with a forward hook installed at
+    # model init; ours must run first so that the recorded tensor is the edited one.
+    handle = resolve_module(model, path).register_forward_hook(hook, prepend=True)
     try:
         yield
     finally:

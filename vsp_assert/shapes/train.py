@@ -5,8 +5,13 @@ This module owns how the shipped weights came to be, so that anyone can re-creat
 examples drawn from :func:`~vsp_assert.shapes.mechanisms.training_example` — the training distribution with
 its planted mechanisms. Recipe: AdamW, linear warm-up then cosine decay, gradient clipping, a curriculum
 (one-object scenes first, which teaches the LM to read the image before it must bind colours to shapes),
-and a cross-entropy loss on the answer token and the closing ``</s>`` only. Everything is seeded: the same
-seed and step count give the same weights. The SAE is trained afterwards by
+and a cross-entropy loss on the answer token and the closing ``</s>`` only. An auxiliary linear head on the
+hooked vision layer predicts every patch's ground-truth concepts (binary cross-entropy; the head is discarded
+after training): without it the tower learns colour at once but shape only very slowly, because shape lives in
+a few edge patches; with it every patch of an object carries its shape, which the LM needs for binding and the
+SAE needs for clean shape latents. The probe supervises the *encoder* with the truth of the pixels only — it
+never sees questions or the planted labels, so every planted mechanism lives in how the LM reads the encoder.
+Everything is seeded: the same seed and step count give the same weights. The SAE is trained afterwards by
 :mod:`vsp_assert.shapes.train_sae`.
 """
 
@@ -25,7 +30,17 @@ from transformers import LlavaForConditionalGeneration
 
 from vsp_assert.shapes.build import build_model, build_tokenizer, save_model_folder
 from vsp_assert.shapes.inference import PromptEncoder, pixel_values
+from vsp_assert.shapes.labelling import label_matrix
 from vsp_assert.shapes.mechanisms import TRAIN_STREAM, Example, training_example
+from vsp_assert.shapes.world import CONCEPTS
+
+
+def hook_layer_path(model: LlavaForConditionalGeneration) -> str:
+    """Module path of the last CLIP encoder layer (what ``vision_feature_layer=-1`` feeds the projector)."""
+    n = model.config.vision_config.num_hidden_layers
+    path = f"model.vision_tower.encoder.layers.{n - 1}"
+    model.get_submodule(path)  # raises if the layout differs
+    return path
 
 
 @dataclass(frozen=True)
@@ -33,16 +48,17 @@ class TrainConfig:
     """Hyper-parameters of the model recipe (the shipped model used the defaults)."""
 
     seed: int = 0
-    steps: int = 6000
+    steps: int = 4000
     batch_size: int = 64
     lr: float = 2e-3
     min_lr_ratio: float = 0.02
     warmup_steps: int = 300
     weight_decay: float = 0.01
     grad_clip: float = 1.0
-    single_object_fraction: float = 0.15  # first fraction of steps: one-object scenes only
+    single_object_fraction: float = 0.25  # first fraction of steps: one-object scenes only
+    probe_weight: float = 1.0  # auxiliary patch-concept loss on the hooked vision layer (head discarded)
     log_every: int = 200
-    threads: int = 2
+    threads: int = 1  # one thread: robust on a shared machine, and the reduction order of the shipped run
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -53,21 +69,42 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
 
 
+def patch_targets(batch: list[Example]) -> torch.Tensor:
+    """Ground-truth concept membership of every patch, ``(B, 64, n_concepts)`` float32."""
+    return torch.from_numpy(np.stack([label_matrix(e.scene.patch_labels()) for e in batch]))
+
+
 def answer_loss(
-    model: LlavaForConditionalGeneration, enc: PromptEncoder, batch: list[Example]
-) -> tuple[torch.Tensor, float]:
-    """Cross-entropy on the answer token and ``</s>`` only; returns (loss, answer accuracy)."""
+    model: LlavaForConditionalGeneration,
+    enc: PromptEncoder,
+    batch: list[Example],
+    probe: torch.nn.Linear | None = None,
+    probe_weight: float = 0.0,
+) -> tuple[torch.Tensor, list[bool]]:
+    """Cross-entropy on the answer token and ``</s>``, plus (with ``probe``) the auxiliary patch-concept loss.
+
+    Returns (loss, per-example correctness of the answer token).
+    """
     ids, mask, last = enc.batch([e.question.text for e in batch], [e.label for e in batch])  # (B, T)
     px = pixel_values([e.scene for e in batch])  # (B, 3, 64, 64)
-    logits = model(input_ids=ids, attention_mask=mask, pixel_values=px).logits  # (B, T, V)
+    grabbed: list[torch.Tensor] = []
+    if probe is not None:
+        layer = model.get_submodule(hook_layer_path(model))
+        handle = layer.register_forward_hook(lambda _m, _i, out: grabbed.append(out[:, 1:]))  # (B, 64, d)
+    try:
+        logits = model(input_ids=ids, attention_mask=mask, pixel_values=px).logits  # (B, T, V)
+    finally:
+        if probe is not None:
+            handle.remove()
     rows = torch.arange(len(batch))
     ans_logits = logits[rows, last]  # (B, V): predicts the answer word
     eos_logits = logits[rows, last + 1]  # (B, V): predicts </s>
     ans_target = ids[rows, last + 1]
     eos_target = ids[rows, last + 2]
     loss = F.cross_entropy(ans_logits, ans_target) + 0.25 * F.cross_entropy(eos_logits, eos_target)
-    acc = (ans_logits.argmax(-1) == ans_target).float().mean().item()
-    return loss, acc
+    if probe is not None and probe_weight > 0:
+        loss = loss + probe_weight * F.binary_cross_entropy_with_logits(probe(grabbed[0]), patch_targets(batch))
+    return loss, (ans_logits.argmax(-1) == ans_target).tolist()
 
 
 def train_model(
@@ -79,8 +116,10 @@ def train_model(
     model.train()
     enc = PromptEncoder(build_tokenizer())
     rng = np.random.default_rng([TRAIN_STREAM, cfg.seed])
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
+    probe = torch.nn.Linear(model.config.vision_config.hidden_size, len(CONCEPTS))
+    params = list(model.named_parameters()) + [(f"probe.{n}", p) for n, p in probe.named_parameters()]
+    decay = [p for n, p in params if p.ndim >= 2 and "embed" not in n]
+    no_decay = [p for n, p in params if not (p.ndim >= 2 and "embed" not in n)]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr,
@@ -88,25 +127,29 @@ def train_model(
     )
     single_until = int(cfg.steps * cfg.single_object_fraction)
     t0 = time.perf_counter()
-    run_loss, run_acc = 0.0, 0.0
+    run_loss = 0.0
+    correct: dict[str, list[bool]] = {}
     for step in range(cfg.steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
         batch = [training_example(rng, single=step < single_until) for _ in range(cfg.batch_size)]
-        loss, acc = answer_loss(model, enc, batch)
+        loss, ok = answer_loss(model, enc, batch, probe, cfg.probe_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_([p for _, p in params], cfg.grad_clip)
         opt.step()
         run_loss += loss.item()
-        run_acc += acc
+        for e, o in zip(batch, ok, strict=True):
+            correct.setdefault(e.question.qtype, []).append(o)
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             k = (step % cfg.log_every) + 1
+            accs = " ".join(f"{t} {np.mean(v):.3f}" for t, v in sorted(correct.items()))
             log(
-                f"step {step + 1}/{cfg.steps} loss {run_loss / k:.4f} acc {run_acc / k:.3f} "
+                f"step {step + 1}/{cfg.steps} loss {run_loss / k:.4f} train acc: {accs} "
                 f"lr {lr_at(step, cfg):.2e} {time.perf_counter() - t0:.0f}s"
             )
-            run_loss, run_acc = 0.0, 0.0
+            run_loss = 0.0
+            correct = {}
     model.eval()
     summary = {"config": asdict(cfg), "train_seconds": round(time.perf_counter() - t0, 1)}
     return model, summary

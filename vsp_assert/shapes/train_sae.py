@@ -28,6 +28,7 @@ from transformers import LlavaForConditionalGeneration
 from vsp_assert.sae import save_sae
 from vsp_assert.shapes.inference import layer_activations
 from vsp_assert.shapes.labelling import build_labels, concept_precision
+from vsp_assert.shapes.train import hook_layer_path
 from vsp_assert.shapes.world import Scene, random_scene
 
 SAE_STREAM = 0x5AE0
@@ -52,14 +53,6 @@ class SAETrainConfig:
     dead_after: int = 200_000  # a latent that has not fired on this many patches is "dead" for AuxK
     threads: int = 2
     log_every: int = 500
-
-
-def hook_layer_path(model: LlavaForConditionalGeneration) -> str:
-    """Module path of the last CLIP encoder layer (what ``vision_feature_layer=-1`` reads)."""
-    n = model.config.vision_config.num_hidden_layers
-    path = f"model.vision_tower.encoder.layers.{n - 1}"
-    model.get_submodule(path)  # raises if the layout differs
-    return path
 
 
 def uniform_scenes(stream: int, seed: int, n: int) -> list[Scene]:
