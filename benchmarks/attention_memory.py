@@ -1,10 +1,11 @@
 """Peak memory of one prefill forward: sdpa, sdpa + our attention capture, and eager ``output_attentions``.
 
 Builds a tiny LLaVA-NeXT whose prompt holds 2,416 image tokens (anyres 6×6 tiles of 8×8 patches + base view
-+ newlines; LM width 32, 4 layers) and measures, each in a fresh subprocess so allocator state cannot leak
-between modes, the peak bytes torch allocates during one forward (``torch.profiler`` with ``profile_memory=True``:
-the running sum of allocation/free events, whose maximum is the peak of live tensor memory). On a GPU,
-``torch.cuda.max_memory_allocated`` is used instead.
++ newlines; LM width 256, 4 layers) and measures, each in a fresh subprocess so allocator state cannot leak
+between modes, the peak memory of one forward: on CPU the growth of the process's resident high-water mark
+(``VmHWM``, reset through ``/proc/self/clear_refs`` once the model is built, so it measures the forward alone); on a GPU
+``torch.cuda.max_memory_allocated`` above the memory allocated before the forward. The capture keeps one query
+row per forward by default, as during generation (one per output token).
 
     python benchmarks/attention_memory.py --json memory.json
 
@@ -19,6 +20,8 @@ import subprocess
 import sys
 from typing import Any
 
+TEXT_HIDDEN = 256  # an LM wide enough that, as in real VLMs, activations (not Python objects) dominate memory
+
 
 def _build(tokens_side: int, text_layers: int) -> Any:
     from vsp_assert.testing_families import tiny_llava_next
@@ -26,7 +29,15 @@ def _build(tokens_side: int, text_layers: int) -> Any:
     size = 8 * 4  # 8×8 patches of 4 px per view
     big = size * tokens_side
     return tiny_llava_next(image_size=size, patch_size=4, pinpoints=((big, big),), text_layers=text_layers,
-                           max_positions=16384)
+                           max_positions=16384, text_hidden=TEXT_HIDDEN)
+
+
+def _status_kib(key: str) -> int:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {key}")
 
 
 def _measure(mode: str, tokens_side: int, text_layers: int, rows: int) -> dict[str, Any]:
@@ -56,21 +67,20 @@ def _measure(mode: str, tokens_side: int, text_layers: int, rows: int) -> dict[s
             else:
                 model(**inputs, output_attentions=(mode == "eager"))
 
-    forward()  # warm-up (lazy hooks, kernels)
     if torch.cuda.is_available():
+        forward()  # warm-up (lazy hooks, kernels)
         torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
         forward()
-        peak = torch.cuda.max_memory_allocated()
+        peak = torch.cuda.max_memory_allocated() - base
     else:
-        from torch.profiler import ProfilerActivity, profile
-
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            forward()
-        events = sorted((e for e in prof.events() if e.cpu_memory_usage), key=lambda e: e.time_range.start)
-        live = peak = 0
-        for event in events:
-            live += event.cpu_memory_usage
-            peak = max(peak, live)
+        # the process's peak resident memory during one forward: reset the kernel's high-water mark (VmHWM) after
+        # everything is built, then read it back; this counts every byte the forward touched, allocator included
+        base = _status_kib("VmRSS")
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        forward()
+        peak = (_status_kib("VmHWM") - base) * 1024
     return {"mode": mode, "peak_bytes": int(peak), "seq_len": seq, "image_tokens": n_image,
             "lm_layers": text_layers, "rows": rows}
 
@@ -79,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiles", type=int, default=6, help="anyres tiles per side (6 → 2,416 image tokens)")
     parser.add_argument("--text-layers", type=int, default=4)
-    parser.add_argument("--rows", type=int, default=8, help="query rows the capture keeps (T output tokens)")
+    parser.add_argument("--rows", type=int, default=1,
+                        help="query rows the capture keeps per forward (1 during generation: one per output token)")
+    parser.add_argument("--repeats", type=int, default=3, help="fresh processes per mode (median reported)")
     parser.add_argument("--json", type=str, default=None, help="write the results to this JSON file")
     parser.add_argument("--_mode", type=str, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -90,8 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     for mode in ("sdpa", "capture", "eager"):
         cmd = [sys.executable, __file__, "--_mode", mode, "--tiles", str(args.tiles),
                "--text-layers", str(args.text_layers), "--rows", str(args.rows)]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        results[mode] = json.loads(out.strip().splitlines()[-1])
+        runs = []
+        for _ in range(args.repeats):  # fresh process each time; the median smooths allocator noise
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            runs.append(json.loads(out.strip().splitlines()[-1]))
+        runs.sort(key=lambda r: r["peak_bytes"])
+        results[mode] = {**runs[len(runs) // 2], "runs_peak_bytes": [r["peak_bytes"] for r in runs]}
     from tabulate import tabulate
 
     base = results["sdpa"]["peak_bytes"]

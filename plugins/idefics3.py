@@ -31,6 +31,7 @@ from .llava import LlavaAdapter
 class Idefics3Adapter(LlavaAdapter):
     family = "idefics3"
     model_types = ("idefics3", "smolvlm")
+    vision_once = False  # the layout after the hook depends on per-image views/packing: no batch expansion
 
     @classmethod
     def load(cls, name_or_path: str, **kwargs: Any) -> tuple[nn.Module, Any]:

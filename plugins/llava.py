@@ -25,6 +25,7 @@ from vsp_assert.errors import InputError, ModelError
 class LlavaAdapter(Adapter):
     family = "llava"
     model_types = ("llava",)
+    vision_once = True  # CLIP layers after the hook and the projector are batch-first: expand at the hook
 
     @classmethod
     def load(cls, name_or_path: str, **kwargs: Any) -> tuple[nn.Module, Any]:

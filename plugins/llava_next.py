@@ -33,6 +33,7 @@ from .llava import LlavaAdapter
 class LlavaNextAdapter(LlavaAdapter):
     family = "llava_next"
     model_types = ("llava_next",)
+    vision_once = False  # the layout after the hook depends on per-image views/packing: no batch expansion
 
     @classmethod
     def load(cls, name_or_path: str, **kwargs: Any) -> tuple[nn.Module, Any]:

@@ -34,6 +34,7 @@ from .llava import LlavaAdapter
 class Qwen2VLAdapter(LlavaAdapter):
     family = "qwen2_vl"
     model_types = ("qwen2_vl",)
+    vision_once = False  # the layout after the hook depends on per-image views/packing: no batch expansion
     model_class = "Qwen2VLForConditionalGeneration"
 
     @classmethod

@@ -141,3 +141,27 @@ def test_unknown_concept_and_bad_patch_are_clear_errors(pad, images):
         pad.intervene(trace, [Intervention.ablate("red", patches=[99])])
     with pytest.raises(InputError, match="latent id 640 is out of range"):
         pad.intervene(trace, [Intervention.ablate("#640")])
+
+
+def test_vision_tower_runs_once_per_intervention_batch_with_same_results(tiny, tiny_sae, images, monkeypatch):
+    """LLaVA shares the vision prefix: one tower pass for K interventions, and the same figures as K copies."""
+    pad = Scratchpad(tiny, tiny_sae, max_new_tokens=3)
+    trace = pad.run(images[2], "is there a red circle ?")
+    specs = [Intervention.ablate(i) for i in (0, 3, 7, 11)] + [Intervention.ablate()]
+    tower_batches = []
+    tower = tiny.model.model.vision_tower
+
+    def count(module, args, kwargs):
+        tower_batches.append((args or [kwargs.get("pixel_values")])[0].shape[0])
+
+    handle = tower.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        shared = pad.intervene(trace, specs)
+    finally:
+        handle.remove()
+    assert tower_batches[0] == 1  # the teacher-forced forward ran the tower on one image for 6 rows
+    monkeypatch.setattr(type(tiny.adapter), "vision_once", False)
+    copied = pad.intervene(trace, specs)
+    for a, b in zip(shared, copied):
+        assert a.answer_after == b.answer_after
+        assert a.p_after == pytest.approx(b.p_after, rel=1e-5, abs=1e-9)

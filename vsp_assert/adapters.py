@@ -61,6 +61,12 @@ class Adapter(ABC):
 
     family: ClassVar[str]
     model_types: ClassVar[tuple[str, ...]]
+    #: The vision keys of the inputs (``pixel_values`` …). When ``vision_once`` is true, a batch of
+    #: interventions on one case runs the vision tower once on these (batch 1) and the hooked layer's output is
+    #: expanded to the batch inside the hook: every layer before the hook is shared by all rows. Only for
+    #: families whose layers after the hook and whose projector accept the larger batch (batch-first towers).
+    vision_keys: ClassVar[tuple[str, ...]] = ("pixel_values",)
+    vision_once: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module, processor: Any) -> None:
         self.model = model
@@ -155,8 +161,17 @@ class Adapter(ABC):
         return out
 
     def repeat_inputs(self, inputs: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
-        """``n`` copies of single-element inputs as one batch (for batched interventions)."""
+        """``n`` copies of single-element inputs as one batch."""
         return {k: v.repeat(n, *([1] * (v.dim() - 1))) for k, v in inputs.items()}
+
+    def intervention_inputs(self, inputs: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
+        """The batch for ``n`` interventions on one case: :meth:`repeat_inputs`, except that with
+        :attr:`vision_once` the vision inputs stay a single copy (the intervention hook expands the batch)."""
+        if not self.vision_once:
+            return self.repeat_inputs(inputs, n)
+        vision = {k: v for k, v in inputs.items() if k in self.vision_keys}
+        rest = self.repeat_inputs({k: v for k, v in inputs.items() if k not in self.vision_keys}, n)
+        return {**rest, **vision}
 
     def teacher_forced_inputs(
         self, inputs: dict[str, torch.Tensor], answer_ids: torch.Tensor

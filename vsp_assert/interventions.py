@@ -106,17 +106,22 @@ def make_edit(
     Returns ``None`` (no change at all) when every delta is zero, so no-op interventions are exact.
     """
 
+    n = len(rows)
+
     def edit(hidden: torch.Tensor) -> torch.Tensor | None:  # hidden: the hooked layer's output
-        x = adapter.patches_of(hidden, len(rows), inputs)  # [B, P, d_in]
-        if x.shape[0] != len(rows):
-            raise RuntimeError(f"intervention batch has {x.shape[0]} rows, expected {len(rows)}")
+        expand = getattr(adapter, "vision_once", False) and hidden.shape[0] == 1 and n > 1
+        if expand:  # the tower ran once for the whole batch: every row starts from the same activations
+            hidden = hidden.expand(n, *hidden.shape[1:]).contiguous()
+        x = adapter.patches_of(hidden, n, inputs)  # [B, P, d_in]
+        if x.shape[0] != n:
+            raise RuntimeError(f"intervention batch has {x.shape[0]} rows, expected {n}")
         f = sae.encode(x)  # [B, P, d_sae]
         delta = torch.zeros_like(f)
         for b, row in enumerate(rows):
             if row is not None:
                 delta[b] = row.delta(f[b])
         if not bool(delta.any()):
-            return None
+            return hidden if expand else None
         return adapter.with_patches(hidden, x + sae.decoder_delta(delta, x).to(x.dtype), inputs)
 
     return edit

@@ -224,7 +224,7 @@ class Scratchpad:
         prompt_ids = trace._inputs["input_ids"].to(device)  # [1, L]
         answer_ids = trace.output_ids.to(device)  # [T]
         single = self.adapter.teacher_forced_inputs(dict(trace._inputs, input_ids=prompt_ids), answer_ids)
-        batch = self._to_device(self.adapter.repeat_inputs(single, k + 1))  # input_ids [K+1, L+T] and extras
+        batch = self._to_device(self.adapter.intervention_inputs(single, k + 1))  # input_ids [K+1, L+T], extras
         teacher = batch["input_ids"]
         rows: list[ResolvedIntervention | None] = [None, *specs]
         edit = make_edit(self.sae, self.adapter, rows, batch)
@@ -310,7 +310,7 @@ class Scratchpad:
     def _repeat_extra(self, trace: Trace, n: int) -> dict[str, torch.Tensor]:
         """Everything but input_ids of ``trace``'s inputs, ``n`` times, on the model's device and dtype."""
         single = {k: v for k, v in trace._inputs.items() if k != "input_ids"}
-        return self._to_device(self.adapter.repeat_inputs(single, n))
+        return self._to_device(self.adapter.intervention_inputs(single, n))
 
     def _to_device(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         device, dtype = self.loaded.device, self.loaded.dtype

@@ -62,7 +62,7 @@ def _finish(model: Any, processor: Any, tok: Any, name: str) -> LoadedModel:
 # ---------------------------------------------------------------------- LLaVA-NeXT
 def tiny_llava_next(*, seed: int = 0, image_size: int = 16, patch_size: int = 4,
                     pinpoints: tuple[tuple[int, int], ...] | None = None, text_layers: int = 2,
-                    max_positions: int = 4096) -> LoadedModel:
+                    max_positions: int = 4096, text_hidden: int | None = None) -> LoadedModel:
     """LLaVA-NeXT: CLIP tower on ``image_size`` views; anyres tiles from ``pinpoints`` (default 1×2, 2×1, 2×2)."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration
     from transformers.models.llava_next import LlavaNextProcessor
@@ -73,7 +73,9 @@ def tiny_llava_next(*, seed: int = 0, image_size: int = 16, patch_size: int = 4,
     tok = word_tokenizer()
     vision = CLIPVisionConfig(hidden_size=_WIDTH, intermediate_size=2 * _WIDTH, num_hidden_layers=2,
                               num_attention_heads=_HEADS, image_size=s, patch_size=patch_size)
-    text = LlamaConfig(**_text_kwargs(tok, num_hidden_layers=text_layers, max_position_embeddings=max_positions))
+    width = {"hidden_size": text_hidden, "intermediate_size": 4 * text_hidden} if text_hidden else {}
+    text = LlamaConfig(**_text_kwargs(tok, num_hidden_layers=text_layers, max_position_embeddings=max_positions,
+                                      **width))
     config = LlavaNextConfig(vision_config=vision, text_config=text, image_grid_pinpoints=grid,
                              image_token_index=tok.image_token_id, vision_feature_layer=-1,
                              vision_feature_select_strategy="default")

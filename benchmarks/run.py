@@ -1,0 +1,211 @@
+"""vsp-assert performance figures, measured side by side and reported as ratios.
+
+    python benchmarks/run.py [--quick] [--json PATH] [--device cpu|cuda] [--model shapes|PATH --sae shapes|PATH]
+
+Figures (each a ratio of two timings taken in the same process, interleaved, median of several repeats):
+
+- ``overhead_ratio``: ``Scratchpad.run`` + all interventions of a case (one batched call) ÷ the bare model doing
+  the same forward passes (``generate`` + one batched teacher-forced forward, sdpa, no hooks). Target ≤ 1.25.
+- ``batching_ratio``: K = 16 single-latent ablations issued as one batched call ÷ the same 16 issued one by one.
+  Target ≤ 0.3 on CPU for the shapes model.
+- ``attention_memory_ratio`` / ``eager_memory_ratio``: peak memory of a long-sequence forward (≥ 2,000 image
+  tokens, tiny LLaVA-NeXT) with our capture ÷ plain sdpa, and eager ``output_attentions=True`` ÷ sdpa (from
+  ``benchmarks/attention_memory.py``, each mode in a fresh subprocess). Target ≤ 1.1.
+- ``per_case_seconds``: suite size → seconds per case for 10, 100 and 1000 shapes-world cases run through one
+  Scratchpad (model loaded once); flat means no growth from hooks, caches or buffers. ``rss_growth_mb`` is the
+  resident-memory growth over the largest suite.
+
+Timings are wall-clock medians; the ratios, not the seconds, are what carry across machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+
+
+def _median_time(fn: Any, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as handle:
+        pages = int(handle.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _load(model_name: str, sae_name: str, device: str) -> Any:
+    from vsp_assert import Scratchpad, load_model, load_sae
+
+    return Scratchpad(load_model(model_name, device=device), load_sae(sae_name), max_new_tokens=4)
+
+
+def _cases(n: int, seed: int) -> list[tuple[Any, str]]:
+    """``n`` held-out shapes-world (image, question) pairs, question types in turn."""
+    import numpy as np
+
+    from vsp_assert.shapes import QTYPES, random_question, random_scene
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        scene = random_scene(rng, heldout=True)
+        question = random_question(scene, rng, QTYPES[i % len(QTYPES)])
+        out.append((scene.render(), question.text))
+    return out
+
+
+def overhead(pad: Any, cases: list[tuple[Any, str]], k: int, repeats: int) -> dict[str, float]:
+    """Scratchpad.run + one batched intervene of K ablations, vs generate + one batched forward."""
+    from vsp_assert import Intervention
+
+    model = pad.model
+    adapter = pad.adapter
+    latents = list(range(k))
+
+    def ours() -> None:
+        for image, prompt in cases:
+            trace = pad.run(image, prompt)
+            pad.intervene(trace, [Intervention.ablate(i) for i in latents])
+
+    prepared = []
+    for image, prompt in cases:
+        inputs = pad._to_device(adapter.prepare([image], [prompt]))
+        prepared.append(inputs)
+
+    def bare() -> None:
+        model.set_attn_implementation({"text_config": "sdpa"})
+        try:
+            for inputs in prepared:
+                with torch.inference_mode():
+                    out = model.generate(**inputs, max_new_tokens=pad.max_new_tokens, do_sample=False,
+                                         num_beams=1, pad_token_id=pad._pad_id())
+                    seq = out[:, : inputs["input_ids"].shape[1] + 1]  # prompt + first answer token
+                    reps = k + 1
+                    model(input_ids=seq.repeat(reps, 1), attention_mask=torch.ones_like(seq).repeat(reps, 1),
+                          pixel_values=inputs["pixel_values"].repeat(reps, 1, 1, 1), logits_to_keep=2)
+        finally:
+            adapter.install_attention_capture()
+
+    ours()
+    bare()  # warm-up both paths
+    t_ours, t_bare = [], []
+    for _ in range(repeats):
+        t_ours.append(_median_time(ours, 1))
+        t_bare.append(_median_time(bare, 1))
+    ours_s, bare_s = statistics.median(t_ours), statistics.median(t_bare)
+    return {"overhead_ratio": ours_s / bare_s, "case_seconds": ours_s / len(cases),
+            "bare_case_seconds": bare_s / len(cases)}
+
+
+def batching(pad: Any, image: Any, prompt: str, k: int, repeats: int) -> dict[str, float]:
+    from vsp_assert import Intervention
+
+    trace = pad.run(image, prompt)
+    specs = [Intervention.ablate(i) for i in range(k)]
+    pad.intervene(trace, specs)
+    batched = _median_time(lambda: pad.intervene(trace, specs), repeats)
+    single = _median_time(lambda: [pad.intervene(trace, [s]) for s in specs], repeats)
+    return {"batching_ratio": batched / single, "batched_seconds": batched, "one_by_one_seconds": single}
+
+
+def scaling(pad: Any, sizes: list[int]) -> dict[str, Any]:
+    from vsp_assert.hooks import count_hooks
+
+    per_case: dict[str, float] = {}
+    hooks = count_hooks(pad.model)
+    pool = _cases(min(max(sizes), 200), seed=123)
+    rss_growth = 0.0
+    for n in sizes:
+        gc.collect()
+        rss0 = _rss_mb()
+        start = time.perf_counter()
+        for i in range(n):
+            image, prompt = pool[i % len(pool)]
+            pad.run(image, prompt)
+        per_case[str(n)] = (time.perf_counter() - start) / n
+        gc.collect()
+        rss_growth = _rss_mb() - rss0
+        assert count_hooks(pad.model) == hooks, "a hook leaked"
+    return {"per_case_seconds": per_case, "rss_growth_mb": rss_growth, "peak_rss_mb":
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def memory() -> dict[str, Any]:
+    """Run benchmarks/attention_memory.py (each mode in its own subprocess) and read its ratios."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "memory.json"
+        subprocess.run([sys.executable, str(HERE / "attention_memory.py"), "--json", str(out)], check=True,
+                       capture_output=True, text=True)
+        doc = json.loads(out.read_text())
+    return {"attention_memory_ratio": doc["attention_memory_ratio"], "eager_memory_ratio": doc["eager_memory_ratio"],
+            "memory_image_tokens": doc["results"]["sdpa"]["image_tokens"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller repeats and suites (about a minute)")
+    parser.add_argument("--json", dest="json_path", default=None, help="write the figures to this JSON file")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--model", default="shapes")
+    parser.add_argument("--sae", default="shapes")
+    parser.add_argument("--skip-memory", action="store_true", help="skip the attention-memory subprocesses")
+    args = parser.parse_args(argv)
+    from tabulate import tabulate
+
+    torch.manual_seed(0)
+    pad = _load(args.model, args.sae, args.device)
+    cases = _cases(8 if args.quick else 24, seed=7)
+    figures: dict[str, Any] = {"device": _device_name(args.device), "model": args.model}
+    figures.update(overhead(pad, cases, k=16, repeats=3 if args.quick else 7))
+    figures.update(batching(pad, *cases[0], k=16, repeats=3 if args.quick else 7))
+    figures.update(scaling(pad, [10, 50, 100] if args.quick else [10, 100, 1000]))
+    if not args.skip_memory:
+        figures.update(memory())
+    rows = [
+        ["overhead ratio (run + interventions ÷ bare forwards)", f"{figures['overhead_ratio']:.2f}", "≤ 1.25"],
+        ["batching ratio (16 ablations batched ÷ one by one)", f"{figures['batching_ratio']:.2f}", "≤ 0.30"],
+    ]
+    if "attention_memory_ratio" in figures:
+        rows.append(["attention memory ratio (capture ÷ sdpa)", f"{figures['attention_memory_ratio']:.2f}", "≤ 1.10"])
+        rows.append(["eager memory ratio (output_attentions ÷ sdpa)", f"{figures['eager_memory_ratio']:.2f}",
+                     "reference"])
+    for n, s in figures["per_case_seconds"].items():
+        rows.append([f"seconds per case, suite of {n}", f"{s * 1000:.1f} ms", "flat"])
+    rows.append(["RSS growth over the largest suite", f"{figures['rss_growth_mb']:.1f} MiB", "≈ 0"])
+    print(tabulate(rows, headers=["figure", f"value ({figures['device']})", "target"], tablefmt="github"))
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(figures, indent=1) + "\n")
+    return 0
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    import platform
+
+    return f"CPU ({os.cpu_count()} cores, {platform.machine()}, torch {torch.__version__})"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
