@@ -98,4 +98,4 @@ def session_finish(session: pytest.Session) -> None:
     results = session.config.stash.get(RESULTS_KEY, [])
     from .html_report import write_report
 
-    write_report(cfg.report, results, title="vsp-assert report")
+    write_report(cfg.report, results, title="vsp-assert report", top_k=cfg.top_k)
