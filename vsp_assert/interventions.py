@@ -69,14 +69,15 @@ class ResolvedIntervention:
     patch_mask: torch.Tensor
 
     def delta(self, f: torch.Tensor) -> torch.Tensor:
-        """Latent change ``[P, d_sae]`` for one batch row's latents ``f [P, d_sae]``."""
+        """Latent change ``[P, d_sae]`` for one batch row's latents ``f [P, d_sae]`` (on ``f``'s device)."""
         delta = torch.zeros_like(f)
         if self.latents.numel() == 0 or not bool(self.patch_mask.any()):
             return delta
-        sub = f[self.patch_mask][:, self.latents]  # [P_sel, S]
+        latents = self.latents.to(f.device)
+        rows = torch.nonzero(self.patch_mask).flatten().to(f.device)  # [P_sel]
+        sub = f[rows[:, None], latents[None, :]]  # [P_sel, S]
         target = sub * self.spec.scale if self.spec.scale is not None else torch.full_like(sub, self.spec.value)
-        rows = torch.nonzero(self.patch_mask).flatten()
-        delta[rows[:, None], self.latents[None, :]] = target - sub
+        delta[rows[:, None], latents[None, :]] = target - sub
         return delta
 
 
