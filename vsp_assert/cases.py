@@ -473,7 +473,20 @@ def _image(value: Any, ctx: _Ctx, base: Path, root: Path | None, allow_outside: 
         m = _mapping(value, ctx, ("scene",), "image")
         if "scene" not in m or not isinstance(m["scene"], Mapping):
             raise ctx.error("image needs a path or {scene: {...}}", received=_kind(value))
-        return {"scene": _plain(m["scene"])}
+        scene = _plain(m["scene"])
+        from .errors import VspError
+        from .shapes.world import Scene  # numpy + PIL only: cheap enough for collection
+
+        sctx = ctx.at("scene", m)
+        try:
+            Scene.from_dict(scene)
+        except VspError as exc:
+            field_path = f"{sctx.path}.{exc.field}" if exc.field else sctx.path
+            raise CaseError(f"invalid scene: {exc.message}", file=sctx.file, line=sctx.line, field=field_path,
+                            received=exc.received, allowed=exc.allowed, fix=exc.fix) from None
+        except (TypeError, ValueError) as exc:
+            raise sctx.error(f"invalid scene: {exc}", received=scene) from None
+        return {"scene": scene}
     text = _str(value, ctx, "image path")
     path = Path(text)
     resolved = (path if path.is_absolute() else base / path).resolve()
