@@ -5,4 +5,6 @@ modules imported when an adapter is first looked up; third-party adapters come i
 ``vsp_assert.adapters`` entry-point group instead.
 """
 
-BUILTIN: tuple[str, ...] = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "paligemma", "idefics3")
+BUILTIN: tuple[str, ...] = (
+    "llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "paligemma", "idefics3", "gemma3", "llava_onevision",
+)

@@ -12,7 +12,7 @@ Shapes: hooked layer output ``[B, 1 + P, d_vision]`` (CLS first); ``P = (image_s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -26,6 +26,8 @@ class LlavaAdapter(Adapter):
     family = "llava"
     model_types = ("llava",)
     vision_once = True  # CLIP layers after the hook and the projector are batch-first: expand at the hook
+    #: Extra keyword arguments of the processor call in :meth:`prepare` (a family pins options it relies on).
+    processor_kwargs: ClassVar[dict[str, Any]] = {}
 
     @classmethod
     def load(cls, name_or_path: str, **kwargs: Any) -> tuple[nn.Module, Any]:
@@ -92,7 +94,8 @@ class LlavaAdapter(Adapter):
         old_side = getattr(tokenizer, "padding_side", "left")
         tokenizer.padding_side = "left"
         try:
-            batch = self.processor(images=list(images), text=texts, return_tensors="pt", padding=True)
+            batch = self.processor(images=list(images), text=texts, return_tensors="pt", padding=True,
+                                   **self.processor_kwargs)
         finally:
             tokenizer.padding_side = old_side
         return dict(batch)

@@ -78,3 +78,32 @@ def test_image_attention_rows_against_full_softmax(rows):
     )  # [B, H, 6, 6]
     want = torch.stack([full[b, :, 6 - rows :, pos[b]] for b in range(2)])
     torch.testing.assert_close(got, want)
+
+
+def test_capture_refuses_soft_capped_attention():
+    """Gemma 2 soft-caps attention logits inside the kernel; sdpa cannot, so the capture must not run it."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    from vsp_assert.attention import register
+    from vsp_assert.errors import ModelError
+
+    config = Gemma2Config(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                          num_attention_heads=2, num_key_value_heads=1, head_dim=8, attn_logit_softcapping=50.0)
+    model = Gemma2ForCausalLM(config).eval()
+    model.set_attn_implementation(register())
+    with pytest.raises(ModelError, match="Gemma2Attention soft-caps its attention logits") as raised:
+        with torch.no_grad():
+            model(torch.tensor([[1, 2, 3]]))
+    assert "attn_logit_softcapping=None" in str(raised.value)
+
+
+def test_image_attention_rows_with_a_sliding_window_cache():
+    """Keys 0..K-1 stand for sequence positions offset..offset+K-1; image tokens before the window get 0."""
+    from vsp_assert.attention import image_attention_rows
+
+    q, k = torch.randn(1, 2, 1, 4), torch.randn(1, 2, 5, 4)
+    pos = torch.tensor([[1, 3, 4, 6]])  # sequence positions; the cache holds positions 3..7
+    got = image_attention_rows(q, k, None, None, pos, key_offset=3)  # [1, 2, 1, 4]
+    probs = torch.softmax((q @ k.transpose(2, 3)) * 4**-0.5, dim=-1)  # [1, 2, 1, 5]
+    assert torch.equal(got[..., 0], torch.zeros(1, 2, 1))
+    torch.testing.assert_close(got[..., 1:], probs[..., [0, 1, 3]])

@@ -10,7 +10,11 @@ eager attention does (``softmax(q·kᵀ·scaling + mask)`` in float32, cast to t
 columns. Memory is ``O(rows × image tokens)`` per layer instead of ``O(seq²)``.
 
 The recorder is held in a context variable, so nothing leaks between cases or threads, and it records only
-layers of the language model (each attention module carries ``layer_idx``).
+layers of the language model (each attention module carries ``layer_idx``). Layers with a sliding-window cache
+(Gemma 3's local layers) see only the last keys during decoding; the recorder counts the tokens each layer has
+processed, so it knows which sequence position a key index stands for, and image keys that left the window get
+probability 0 (as the eager mask gives them). A layer that soft-caps its attention logits cannot be captured
+(sdpa cannot soft-cap): the capture raises a ``ModelError`` instead of running a different model.
 
 Shapes: ``query [B, H, Q, D]``, ``key [B, H_kv, K, D]``; one record is ``[B, H, R, N_img]`` for R recorded rows.
 """
@@ -43,6 +47,7 @@ class AttentionRecorder:
     rows: int = 1
     layers: set[int] | None = None  # None = all layers
     records: dict[int, list[torch.Tensor]] = field(default_factory=dict)  # layer -> list of [B, H, R, N_img]
+    processed: dict[int, int] = field(default_factory=dict)  # layer -> tokens it has run on while recording
 
     def record(
         self,
@@ -53,10 +58,14 @@ class AttentionRecorder:
         scaling: float | None,
     ) -> None:
         layer = int(getattr(module, "layer_idx", -1))
+        seen = self.processed.get(layer, 0) + int(query.shape[2])
+        self.processed[layer] = seen
         if self.layers is not None and layer not in self.layers:
             return
+        # a sliding-window cache returns only the last keys: key index i is sequence position offset + i
+        offset = max(seen - int(key.shape[2]), 0)
         self.records.setdefault(layer, []).append(
-            image_attention_rows(query, key, attention_mask, scaling, self.image_positions, self.rows)
+            image_attention_rows(query, key, attention_mask, scaling, self.image_positions, self.rows, offset)
         )
 
     def steps(self) -> int:
@@ -76,11 +85,13 @@ def image_attention_rows(
     scaling: float | None,
     image_positions: torch.Tensor,  # [B, N_img]
     rows: int = 1,
+    key_offset: int = 0,
 ) -> torch.Tensor:
     """Attention probabilities of the last ``rows`` query rows to the image keys, ``[B, H, rows, N_img]``.
 
     Computed as eager attention computes them (float32 softmax over *all* keys, then cast to the query dtype),
-    so they equal the matching entries of ``output_attentions`` under eager attention.
+    so they equal the matching entries of ``output_attentions`` under eager attention. ``key_offset``: the
+    sequence position of key 0 (a sliding-window cache dropped the keys before it); image tokens before it get 0.
     """
     b, h, q_len, d = query.shape
     rows = min(rows, q_len)
@@ -102,8 +113,12 @@ def image_attention_rows(
         kpos = torch.arange(k_len, device=scores.device)[None, :]
         scores = scores.masked_fill(kpos > qpos, torch.finfo(scores.dtype).min)
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)  # [B, H, R, K]
-    idx = image_positions.to(probs.device)[:, None, None, :].expand(b, h, rows, image_positions.shape[1])
-    return torch.gather(probs, 3, idx).detach()  # [B, H, R, N_img]
+    keys = image_positions.to(probs.device) - key_offset  # [B, N_img] key index of each image token
+    idx = keys.clamp_min(0)[:, None, None, :].expand(b, h, rows, image_positions.shape[1])
+    picked = torch.gather(probs, 3, idx)  # [B, H, R, N_img]
+    if key_offset:
+        picked = picked.masked_fill((keys < 0)[:, None, None, :], 0.0)  # outside the window: never attended
+    return picked.detach()
 
 
 def _capture_attention_forward(
@@ -117,6 +132,16 @@ def _capture_attention_forward(
 ) -> tuple[torch.Tensor, None]:
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    if kwargs.get("softcap") is not None:
+        from .errors import ModelError
+
+        raise ModelError(
+            f"{type(module).__name__} soft-caps its attention logits (softcap={kwargs['softcap']}); the capturing "
+            "attention runs sdpa, which cannot, so it would not run the model's attention",
+            field="attn_logit_softcapping",
+            received=kwargs["softcap"],
+            fix="set text_config.attn_logit_softcapping=None, or use eager attention with output_attentions=True",
+        )
     out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
     recorder = _ACTIVE.get()
     if recorder is not None:

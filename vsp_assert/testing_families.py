@@ -11,9 +11,9 @@ Every config is small enough for a forward in a few milliseconds on one CPU core
 width 32, images of 16–32 pixels in patches of 4–8. ``tiny_model(family)`` is the entry point; ``FAMILIES``
 lists the families it can build.
 
-One deviation from a hub checkpoint: Qwen2-VL's and Qwen2.5-VL's processors require a video processor, which
-needs torchvision; :class:`_ImageOnlyQwenProcessor` is the real processor class with the video slot left empty
-(its ``__call__`` — the image code path — is unchanged).
+One deviation from a hub checkpoint: Qwen2-VL's, Qwen2.5-VL's and LLaVA-OneVision's processors require a video
+processor, which needs torchvision; ``_ImageOnlyQwenProcessor`` / ``_ImageOnlyOnevisionProcessor`` are the real
+processor classes with the video slot left empty (their ``__call__`` — the image code path — is unchanged).
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ import torch
 from .models import LoadedModel
 from .testing import TINY_WORDS, word_tokenizer
 
-FAMILIES: tuple[str, ...] = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "paligemma", "idefics3")
+FAMILIES: tuple[str, ...] = (
+    "llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "paligemma", "idefics3", "gemma3", "llava_onevision",
+)
 
 _WIDTH = 32
 _HEADS = 4
@@ -215,6 +217,99 @@ def tiny_idefics3(*, seed: int = 0, image_size: int = 16, patch_size: int = 4, s
     return _finish(model, processor, tok, "tiny-idefics3")
 
 
+# ---------------------------------------------------------------------- Gemma 3
+def tiny_gemma3(*, seed: int = 0, image_size: int = 32, patch_size: int = 4, tokens_per_image: int = 4,
+                sliding_window: int = 12, attn_logit_softcapping: float | None = None) -> LoadedModel:
+    """Gemma 3: SigLIP tower on an 8×8 patch grid, 4×4 average pool → 2×2 image tokens between begin/end-of-image.
+
+    The LM's layer 0 is a sliding-window layer (window 12: during generation the window holds part of the image
+    block, so the capture's window bookkeeping is exercised), layer 1 a global one.
+    """
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3TextConfig, SiglipVisionConfig
+    from transformers.models.gemma3 import Gemma3Processor
+    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+
+    specials = {"image_token": "<image_soft_token>", "boi_token": "<start_of_image>", "eoi_token": "<end_of_image>"}
+    tok = word_tokenizer(extra_specials=specials)
+    image_processor = Gemma3ImageProcessorPil(size={"height": image_size, "width": image_size},
+                                              do_pan_and_scan=False)
+    processor = Gemma3Processor(image_processor=image_processor, tokenizer=tok, image_seq_length=tokens_per_image,
+                                chat_template=_chat_template("<start_of_image>"))
+    vision = SiglipVisionConfig(hidden_size=_WIDTH, intermediate_size=2 * _WIDTH, num_hidden_layers=2,
+                                num_attention_heads=_HEADS, image_size=image_size, patch_size=patch_size)
+    text = Gemma3TextConfig(**_text_kwargs(
+        tok, head_dim=_WIDTH // _HEADS, query_pre_attn_scalar=_WIDTH // _HEADS, max_position_embeddings=4096,
+        sliding_window=sliding_window, layer_types=["sliding_attention", "full_attention"],
+        attn_logit_softcapping=attn_logit_softcapping,
+    ))
+    config = Gemma3Config(vision_config=vision, text_config=text, mm_tokens_per_image=tokens_per_image,
+                          image_token_index=tok.image_token_id, boi_token_index=tok.boi_token_id,
+                          eoi_token_index=tok.eoi_token_id)
+    torch.manual_seed(seed)
+    model = Gemma3ForConditionalGeneration(config)
+    with torch.no_grad():  # transformers zero-initialises the projection (a checkpoint loads it): make images count
+        model.model.multi_modal_projector.mm_input_projection_weight.normal_(std=_WIDTH**-0.5)
+    return _finish(model, processor, tok, "tiny-gemma3")
+
+
+# ---------------------------------------------------------------------- LLaVA-OneVision
+def _image_only_onevision_processor(base: type) -> type:
+    """``LlavaOnevisionProcessor`` without its torchvision-only video processor (image path unchanged)."""
+    from transformers.processing_utils import ProcessorMixin
+
+    class _ImageOnlyOnevisionProcessor(base):  # type: ignore[misc, valid-type]
+        def __init__(self, image_processor: Any = None, tokenizer: Any = None, *, num_image_tokens: int,
+                     vision_feature_select_strategy: str, vision_aspect_ratio: str,
+                     chat_template: str | None = None) -> None:
+            self.num_image_tokens = num_image_tokens
+            self.vision_feature_select_strategy = vision_feature_select_strategy
+            self.vision_aspect_ratio = vision_aspect_ratio
+            self.image_token, self.image_token_id = tokenizer.image_token, tokenizer.image_token_id
+            self.video_token, self.video_token_id = tokenizer.video_token, tokenizer.video_token_id
+            self.video_processor = None
+            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+    _ImageOnlyOnevisionProcessor.__name__ = base.__name__
+    return _ImageOnlyOnevisionProcessor
+
+
+def tiny_llava_onevision(*, seed: int = 0, image_size: int = 16, patch_size: int = 4, max_views: int = 2,
+                         pinpoints: tuple[tuple[int, int], ...] | None = None) -> LoadedModel:
+    """LLaVA-OneVision: SigLIP tower on ``image_size`` views, anyres tiles (1×2, 2×1, 2×2) under
+    ``anyres_max_<max_views>``: a 2×2 tile grid is bilinearly downsampled, a 2×1 or 1×2 one is not."""
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        Qwen2Config,
+        SiglipVisionConfig,
+    )
+    from transformers.models.llava_onevision import LlavaOnevisionProcessor
+    from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
+        LlavaOnevisionImageProcessorPil,
+    )
+
+    s = image_size
+    grid = [list(p) for p in (pinpoints or ((s, 2 * s), (2 * s, s), (2 * s, 2 * s)))]
+    aspect = f"anyres_max_{max_views}"
+    tok = word_tokenizer(extra_specials={"video_token": "<video>"})
+    image_processor = LlavaOnevisionImageProcessorPil(size={"height": s, "width": s}, image_grid_pinpoints=grid,
+                                                      do_pad=True)
+    processor = _image_only_onevision_processor(LlavaOnevisionProcessor)(
+        image_processor=image_processor, tokenizer=tok, num_image_tokens=(s // patch_size) ** 2,
+        vision_feature_select_strategy="full", vision_aspect_ratio=aspect, chat_template=_chat_template("<image>\n"),
+    )
+    vision = SiglipVisionConfig(hidden_size=_WIDTH, intermediate_size=2 * _WIDTH, num_hidden_layers=2,
+                                num_attention_heads=_HEADS, image_size=s, patch_size=patch_size)
+    text = Qwen2Config(**_text_kwargs(tok, max_position_embeddings=4096))
+    config = LlavaOnevisionConfig(vision_config=vision, text_config=text, image_grid_pinpoints=grid,
+                                  image_token_index=tok.image_token_id, video_token_index=tok.video_token_id,
+                                  vision_feature_layer=-1, vision_feature_select_strategy="full",
+                                  vision_aspect_ratio=aspect)
+    torch.manual_seed(seed)
+    model = LlavaOnevisionForConditionalGeneration(config)
+    return _finish(model, processor, tok, "tiny-llava-onevision")
+
+
 def _tiny_llava(**kw: Any) -> LoadedModel:
     from .testing import tiny_llava
 
@@ -228,6 +323,8 @@ BUILDERS: dict[str, Callable[..., LoadedModel]] = {
     "qwen2_5_vl": tiny_qwen2_5_vl,
     "paligemma": tiny_paligemma,
     "idefics3": tiny_idefics3,
+    "gemma3": tiny_gemma3,
+    "llava_onevision": tiny_llava_onevision,
 }
 
 

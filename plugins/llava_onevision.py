@@ -1,0 +1,83 @@
+"""LLaVA-OneVision family adapter (``model_type == "llava_onevision"``): SigLIP, anyres-max tiles, bilinear pooling.
+
+As LLaVA-NeXT (:mod:`vsp_assert.plugins.llava_next`): the processor cuts the image into tiles of the encoder's size
+at the best ``image_grid_pinpoints`` resolution and prepends a resized base view; the SigLIP tower (no class
+token, ``vision_feature_select_strategy == "full"``) runs on every view, ``[ΣV, P_v, d]``; the LM receives the
+base view's patches, then the stitched and unpadded tiles row by row, each row closed by an ``image_newline``
+token. The difference is *anyres-max-N* (``vision_aspect_ratio``): when the unpadded tile grid holds more than
+about N views' worth of patches, the projected grid is *bilinearly downsampled* to fit, so one LM token mixes up
+to four neighbouring patches with bilinear weights and some patches reach the LM through no token at all.
+
+The map comes from the model's own ``pack_image_features``: packing is linear in the features, so packing one-hot
+patch features (in chunks of channels) gives each token's exact weights over the patches; newline tokens get a
+zero row. Patches are numbered ``view · P_v + row · cols + col`` (view 0 the base view, then the tiles in
+row-major tile order). One image per prompt (multi-image prompts skip the tiles in the model).
+
+Shapes: hooked layer output ``[ΣV, P_v, d_vision]`` → patches ``[B, V·P_v, d_vision]``; map ``[N_img, V·P_v]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from vsp_assert.adapters import PatchMap, register_adapter
+from vsp_assert.errors import ModelError
+
+from .llava_next import LlavaNextAdapter
+
+_CHUNK = 1024  # one-hot channels packed at a time (memory: ΣV · P_v · _CHUNK floats)
+
+
+@register_adapter
+class LlavaOnevisionAdapter(LlavaNextAdapter):
+    family = "llava_onevision"
+    model_types = ("llava_onevision",)
+    vision_once = False  # the layout after the hook depends on per-image views/packing: no batch expansion
+
+    @classmethod
+    def load(cls, name_or_path: str, **kwargs: Any) -> tuple[nn.Module, Any]:
+        from transformers import AutoProcessor, LlavaOnevisionForConditionalGeneration
+
+        model = LlavaOnevisionForConditionalGeneration.from_pretrained(name_or_path, **kwargs)
+        return model, AutoProcessor.from_pretrained(name_or_path)
+
+    def _has_cls(self) -> bool:
+        return False  # SigLIP
+
+    def _views(self, size: torch.Tensor) -> int:
+        from transformers.models.llava_onevision.modeling_llava_onevision import image_size_to_num_patches
+
+        return int(image_size_to_num_patches(size, self.model.config.image_grid_pinpoints,
+                                             int(self.model.config.vision_config.image_size)))
+
+    def patch_map(self, inputs: dict[str, torch.Tensor], index: int) -> PatchMap:
+        config = self.model.config
+        if config.vision_feature_select_strategy != "full":
+            raise ModelError("llava_onevision: only vision_feature_select_strategy='full' is supported (SigLIP has "
+                             "no class token to drop)", received=config.vision_feature_select_strategy,
+                             fix="use a checkpoint with the full strategy (all released LLaVA-OneVision models)")
+        ids = inputs["input_ids"][index]  # [L]
+        positions = torch.nonzero(ids == config.image_token_id).flatten()  # [N_img]
+        size = inputs["image_sizes"][index]
+        views = self._views(size)
+        rows, cols = self.grid()
+        n = views * rows * cols
+        mapping = torch.zeros(positions.numel(), n)  # [N_img, V·P_v]
+        for start in range(0, n, _CHUNK):
+            width = min(_CHUNK, n - start)
+            one_hot = torch.zeros(n, width)
+            one_hot[start : start + width] = torch.eye(width)  # channel j marks patch start + j
+            packed, _ = self.model.model.pack_image_features(
+                [one_hot.reshape(views, rows * cols, width)], size[None], image_newline=torch.zeros(width),
+                vision_aspect_ratio=config.vision_aspect_ratio,
+            )
+            if packed[0].shape[0] != positions.numel():
+                raise ModelError(f"llava_onevision: the prompt holds {positions.numel()} image tokens, the model "
+                                 f"packs {packed[0].shape[0]} features",
+                                 fix="one image per prompt, built with the model's own processor "
+                                     "(its vision_aspect_ratio must equal the config's)")
+            mapping[:, start : start + width] = packed[0]
+        return PatchMap(image_positions=positions, token_to_patch=mapping, grid=(rows, cols), views=views)
