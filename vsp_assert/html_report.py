@@ -42,6 +42,7 @@ import numpy as np
 
 from .io import atomic_write_text
 from .render.colormap import css_gradient, hex_colour, ramp, text_colour
+from .render.terminal import format_value
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -104,16 +105,6 @@ table.heatmap .cb { border-left: 3px solid #222 !important; }
 # ---------------------------------------------------------------------- small helpers
 def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
-
-
-def _fmt(value: float) -> str:
-    if value == 0:
-        return "·"
-    if abs(value) >= 100:
-        return f"{value:.0f}"
-    if abs(value) >= 10:
-        return f"{value:.1f}"
-    return f"{value:.2f}"
 
 
 def _token_text(text: str) -> str:
@@ -225,13 +216,13 @@ def heatmap_html(hm: Heatmap, trace: Trace) -> str:
             cb = " cb" if starts[j] else ""
             tip = f"{_token_text(token)} × {_latent_name(trace, latent)}: {value:.4f}"
             cells.append(f'<td class="cell{cb}" style="background:{hex_colour(level)};color:{text_colour(level)}" '
-                         f'title="{_e(tip)}">{_e(_fmt(value))}</td>')
+                         f'title="{_e(tip)}">{_e(format_value(value))}</td>')
         marker = "▶ " if hl else ""
         body.append(f'<tr class="tok{" hl" if hl else ""}" data-token="{t}"><th class="token">'
                     f'{_e(marker + _token_text(token))}</th>{"".join(cells)}</tr>')
     legend = (f'<p class="note">rows: output tokens (▶ asserted) · columns: latents in clustered order (★ asserted,'
               f' thick line between clusters) · cell: attention-weighted score s[t, k] · scale 0'
-              f'<span class="legend" style="background:{css_gradient()}"></span>{_e(_fmt(vmax))}</p>')
+              f'<span class="legend" style="background:{css_gradient()}"></span>{_e(format_value(vmax))}</p>')
     return (f'{legend}<table class="heatmap"><thead><tr><th></th>{head1}</tr>'
             f'<tr><th class="corner">token \\ latent</th>{"".join(head2)}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table>')

@@ -36,7 +36,8 @@ def terminal_width(default: int = 100) -> int:
     return max(40, shutil.get_terminal_size((default, 24)).columns)
 
 
-def _fmt(value: float) -> str:
+def format_value(value: float) -> str:
+    """A heatmap value in at most 4–5 characters (``·`` for an exact zero)."""
     if value == 0:
         return "·"
     if abs(value) >= 100:
@@ -81,7 +82,7 @@ def render_heatmap(hm: Heatmap, *, style: Style, width: int | None = None) -> st
         cells = []
         for j in range(n):
             value = float(hm.values[t, j])
-            cells.append(sep(j) + style.cell(_fmt(value).rjust(CELL - 1), abs(value) / vmax))
+            cells.append(sep(j) + style.cell(format_value(value).rjust(CELL - 1), abs(value) / vmax))
         lines.append(label + "".join(cells))
     if n < len(hm.latents):
         lines.append(style.dim(f"  … {len(hm.latents) - n} more latent(s) not shown (terminal width {width})"))
