@@ -90,6 +90,9 @@ def read_baseline(path: str | Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise CaseError(f"the baseline is not valid JSON ({exc.msg})", file=str(p), line=exc.lineno,
                         fix="restore it from version control or rewrite it with --vsp-update-baseline") from None
+    except (ValueError, RecursionError) as exc:  # an integer too long, nested too deeply
+        raise CaseError(f"the baseline is not valid JSON ({type(exc).__name__}: {str(exc)[:80]})", file=str(p),
+                        fix="restore it from version control or rewrite it with --vsp-update-baseline") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("cases"), dict):
         raise CaseError("a baseline file is an object with a 'cases' mapping", file=str(p),
                         received=type(raw).__name__, fix="rewrite it with --vsp-update-baseline")
@@ -117,12 +120,26 @@ def _validate_entry(entry: Any, source: str, case_id: str) -> None:
         if not isinstance(entry.get(key), list):
             raise bad(key, entry.get(key), "a list")
     for i, tok in enumerate(entry["tokens"]):
-        if not isinstance(tok, dict) or not isinstance(tok.get("top"), list):
+        if (not isinstance(tok, dict) or not isinstance(tok.get("top"), list)
+                or not isinstance(tok.get("text", ""), str)):
             raise bad(f"tokens[{i}]", tok, "{text, top: [[name, id, score], …]}")
         for item in tok["top"]:
-            if (not isinstance(item, list) or len(item) != 3 or isinstance(item[1], bool)
-                    or not isinstance(item[1], int) or not isinstance(item[2], (int, float))):
+            if not _is_scored(item):
                 raise bad(f"tokens[{i}].top", item, "[name, latent id, score]")
+    for item in entry["captured"]:
+        if not _is_scored(item):
+            raise bad("captured", item, "[name, latent id, score]")
+    for i, iv in enumerate(entry["interventions"]):
+        if (not isinstance(iv, dict) or not isinstance(iv.get("intervention"), str)
+                or not isinstance(iv.get("answer_after"), str)):
+            raise bad(f"interventions[{i}]", iv, "{intervention, answer_after, p_after, drop}")
+
+
+def _is_scored(item: Any) -> bool:
+    """A recorded ``[name, latent id, score]`` triple."""
+    return (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)
+            and isinstance(item[1], int) and not isinstance(item[1], bool)
+            and isinstance(item[2], (int, float)) and not isinstance(item[2], bool))
 
 
 @contextmanager

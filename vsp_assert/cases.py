@@ -98,13 +98,18 @@ def load_yaml(text: str, source: str) -> Any:
     """Parse YAML safely, keeping line numbers; syntax errors become :class:`CaseError` with the position."""
     try:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader subclass
+    except RecursionError:
+        raise CaseError("malformed YAML: nested too deeply", file=source,
+                        fix="a case file needs a few levels of nesting, not thousands") from None
     except CaseError as exc:
         raise exc.with_context(file=source) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = mark.line + 1 if mark is not None else None
-        raise CaseError(f"malformed YAML: {exc.problem}", file=source, line=line,
-                        fix="check indentation and quoting near that line") from None
+        tagged = isinstance(exc, yaml.constructor.ConstructorError) and "for the tag" in str(exc.problem)
+        fix = ("case files are plain YAML: language-specific tags (!!python/…) are never executed; write the value "
+               "as plain text" if tagged else "check indentation and quoting near that line")
+        raise CaseError(f"malformed YAML: {exc.problem}", file=source, line=line, fix=fix) from None
     except yaml.YAMLError as exc:
         raise CaseError(f"malformed YAML: {exc}", file=source) from None
 
@@ -282,7 +287,10 @@ def _concepts(value: Any, ctx: _Ctx) -> tuple[str | int, ...]:
 def _number(value: Any, ctx: _Ctx, what: str, *, lo: float | None = None, hi: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ctx.error(f"{what} must be a number", received=_kind(value))
-    x = float(value)
+    try:
+        x = float(value)
+    except OverflowError:
+        x = float("inf") if value > 0 else float("-inf")
     if x != x or x in (float("inf"), float("-inf")):
         raise ctx.error(f"{what} must be finite", received=value)
     if (lo is not None and x < lo) or (hi is not None and x > hi):
@@ -484,19 +492,24 @@ def _image(value: Any, ctx: _Ctx, base: Path, root: Path | None, allow_outside: 
             field_path = f"{sctx.path}.{exc.field}" if exc.field else sctx.path
             raise CaseError(f"invalid scene: {exc.message}", file=sctx.file, line=sctx.line, field=field_path,
                             received=exc.received, allowed=exc.allowed, fix=exc.fix) from None
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:  # int(inf) in a coordinate overflows
             raise sctx.error(f"invalid scene: {exc}", received=scene) from None
         return {"scene": scene}
     text = _str(value, ctx, "image path")
     path = Path(text)
-    resolved = (path if path.is_absolute() else base / path).resolve()
+    try:
+        resolved = (path if path.is_absolute() else base / path).resolve()
+        exists = resolved.exists()
+    except (OSError, ValueError) as exc:  # embedded NUL byte, name too long, …
+        raise ctx.error(f"unusable image path ({type(exc).__name__}: {exc})", received=text,
+                        allowed="a file path relative to the case file") from None
     if root is not None and not allow_outside:
         try:
             resolved.relative_to(root.resolve())
         except ValueError:
             raise ctx.error("image path escapes the cases root", received=text, allowed=f"files under {root}",
                             fix="move the image under the cases folder or pass --vsp-allow-outside-root") from None
-    if not resolved.exists():
+    if not exists:
         raise ctx.error("image file not found", received=text, allowed=f"a path relative to {base}",
                         fix="check the file name; paths are relative to the case file")
     return str(resolved)
@@ -556,7 +569,7 @@ def parse_case_file(
             if required not in m:
                 raise c.error(f"a case needs '{required}'", allowed=", ".join(CASE_KEYS))
         case_id = _str(m["id"], c.at("id", m), "id")
-        if not ID_PATTERN.match(case_id):
+        if not ID_PATTERN.fullmatch(case_id):
             raise c.at("id", m).error("ids are letters, digits, '-', '_' and '.'", received=case_id,
                                       fix="e.g. stripes-triangle")
         if case_id in seen:

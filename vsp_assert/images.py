@@ -26,13 +26,21 @@ def load_image(image: Any, *, source: str | None = None, field: str = "image") -
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
         where = str(path)
-        if not path.exists():
+        try:
+            exists = path.exists()
+        except (OSError, ValueError):  # a name too long for the file system, an embedded NUL byte
+            exists = False
+        if not exists:
             raise InputError("image file not found", file=source, field=field, received=str(path),
                              fix="give a path relative to the case file, or an absolute one")
         if path.is_dir():
             raise InputError("expected an image file, got a folder", file=source, field=field, received=str(path))
         try:
             with Image.open(path) as opened:
+                w, h = opened.size  # from the header: refuse a huge image before decoding it
+                if w * h > MAX_PIXELS:
+                    raise InputError("image is too large", file=source, field=field, received=f"{w}x{h} ({path})",
+                                     allowed=f"at most {MAX_PIXELS:,} pixels", fix="downscale it before the test")
                 opened.load()
                 img = opened.copy()
         except Image.DecompressionBombError:
@@ -77,9 +85,10 @@ def _from_array(array: Any, *, source: str | None, field: str) -> Any:
         arr = np.asarray(array)
     except Exception:
         arr = None
-    if arr is None or arr.dtype == object or arr.ndim not in (2, 3):
-        raise InputError("unsupported image value", file=source, field=field, received=type(array).__name__,
-                         allowed="a path, a PIL image, or an array [H, W] / [H, W, 3] / [H, W, 4]")
+    if arr is None or arr.dtype.kind not in "biuf" or arr.ndim not in (2, 3) or arr.size == 0:
+        shown = type(array).__name__ if arr is None else f"{type(array).__name__} {arr.dtype} {list(arr.shape)}"
+        raise InputError("unsupported image value", file=source, field=field, received=shown,
+                         allowed="a path, a PIL image, or a non-empty real-valued array [H, W] / [H, W, 3] / [H, W, 4]")
     if arr.ndim == 3 and arr.shape[2] not in (1, 3, 4):
         raise InputError("array image has an unsupported channel count", file=source, field=field,
                          received=list(arr.shape), allowed="[H, W], [H, W, 3] or [H, W, 4] (channels last)")

@@ -62,10 +62,11 @@ class ConceptLabels:
     def from_dict(cls, raw: Mapping[str, Any], *, d_sae: int, source: str | None = None) -> ConceptLabels:
         if not isinstance(raw, Mapping):
             raise SAEError("a label file must be a JSON object", file=source, received=type(raw).__name__)
-        unknown = sorted(set(raw) - {"concepts", "latents", "dead", "d_sae"})
+        unknown = sorted(str(k) for k in set(raw) - {"concepts", "latents", "dead", "d_sae"})
         if unknown:
-            raise SAEError("unknown key in the label file", file=source, field=unknown[0],
-                           allowed="concepts, latents, dead, d_sae")
+            raise SAEError("unknown key in the label file", file=source, field=unknown[0], received=unknown[0],
+                           allowed="concepts, latents, dead, d_sae",
+                           fix=did_you_mean(unknown[0], ("concepts", "latents", "dead", "d_sae")))
         concepts_raw = raw.get("concepts", {})
         if not isinstance(concepts_raw, Mapping):
             raise SAEError("must map concept names to lists of latent ids", file=source, field="concepts",
@@ -85,7 +86,11 @@ class ConceptLabels:
         if not isinstance(latents_raw, Mapping):
             raise SAEError("must map latent ids to statistics", file=source, field="latents",
                            received=type(latents_raw).__name__)
-        dead = list(raw.get("dead", []))
+        dead_raw = raw.get("dead", [])
+        if not isinstance(dead_raw, list):
+            raise SAEError("must be a list of latent ids", file=source, field="dead", received=dead_raw,
+                           allowed=f"integers in [0, {d_sae - 1}]")
+        dead = list(dead_raw)
         latents: dict[int, dict[str, Any]] = {}
         for key, stats in latents_raw.items():
             if key == "dead" and isinstance(stats, list):  # tolerated legacy placement
@@ -112,11 +117,13 @@ class ConceptLabels:
     def load(cls, path: str | Path, *, d_sae: int) -> ConceptLabels:
         p = Path(path)
         try:
-            raw = json.loads(p.read_text())
+            raw = json.loads(p.read_text(encoding="utf-8"))
         except OSError as exc:
             raise SAEError(f"cannot read the label file ({exc.strerror})", file=str(p)) from None
         except json.JSONDecodeError as exc:
             raise SAEError(f"invalid JSON ({exc.msg})", file=str(p), line=exc.lineno) from None
+        except (ValueError, RecursionError) as exc:  # not UTF-8, an integer too long, nested too deeply
+            raise SAEError(f"invalid JSON ({type(exc).__name__}: {str(exc)[:80]})", file=str(p)) from None
         return cls.from_dict(raw, d_sae=d_sae, source=str(p))
 
     def to_dict(self) -> dict[str, Any]:

@@ -95,7 +95,11 @@ def load_model(
             received=name,
             fix="pass a folder saved with save_pretrained, a hub id available offline, or 'shapes'",
         ) from None
-    adapter_cls = adapter_for(config.model_type)
+    try:
+        adapter_cls = adapter_for(config.model_type)
+    except ModelError as exc:
+        local = Path(str(name_or_path)) / "config.json"
+        raise exc.with_context(file=str(local) if local.exists() else None) from None
     torch_dtype = resolve_dtype(dtype)
     if torch_dtype is not None:
         from_pretrained_kwargs.setdefault("dtype", torch_dtype)

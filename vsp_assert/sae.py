@@ -83,6 +83,11 @@ class SAEConfig:
                     received=self.k,
                     allowed=f"an integer in [1, {self.d_sae}]",
                 )
+        for name in ("dtype", "hook_name"):
+            value = getattr(self, name)
+            if not isinstance(value, str) and not (name == "hook_name" and value is None):
+                raise SAEError("must be text", file=where, field=name, received=value,
+                               allowed="float32, float16, bfloat16, float64" if name == "dtype" else "a module path")
         if self.normalize_activations not in NORMALIZATIONS:
             raise SAEError(
                 "unsupported activation normalisation",
@@ -140,6 +145,10 @@ class Sidecar:
                 received=unknown,
                 allowed="hook_layer, model, labels",
             )
+        for key, value in raw.items():
+            if value is not None and not isinstance(value, str):
+                raise SAEError("must be text", file=str(path), field=key, received=value,
+                               allowed="a string (module path, model name, or label file name)")
         return cls(**raw)
 
 
@@ -342,11 +351,13 @@ def _dtype(name: str, source: str | None) -> torch.dtype:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise SAEError(f"invalid JSON ({exc.msg} at line {exc.lineno})", file=str(path), line=exc.lineno) from None
     except OSError as exc:
         raise SAEError(f"cannot read the file ({exc.strerror})", file=str(path)) from None
+    except (ValueError, RecursionError) as exc:  # not UTF-8, an integer too long, nested too deeply
+        raise SAEError(f"invalid JSON ({type(exc).__name__}: {str(exc)[:80]})", file=str(path)) from None
     if not isinstance(raw, dict):
         raise SAEError("expected a JSON object", file=str(path), received=type(raw).__name__)
     return raw
@@ -366,8 +377,10 @@ def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
         try:
             state = torch.load(str(pt), map_location="cpu", weights_only=True)
         except Exception as exc:
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
+            detail = next((ln for ln in lines if "Unsupported global" in ln), lines[0]).split(". ")[0]
             raise SAEError(
-                f"refusing to load ({exc}); only plain tensors are accepted, never pickled objects",
+                f"refusing to load ({detail}); only plain tensors are accepted, never pickled objects",
                 file=str(pt),
                 fix="re-save the weights with safetensors",
             ) from None

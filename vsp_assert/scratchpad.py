@@ -93,6 +93,13 @@ class Scratchpad:
         """Several (image, prompt) pairs in one batched ``generate``; same results as one by one."""
         if len(images) != len(prompts):
             raise InputError("images and prompts differ in number", received=(len(images), len(prompts)))
+        for prompt in prompts:
+            if not isinstance(prompt, str):
+                raise InputError("the prompt must be text", field="prompt", received=type(prompt).__name__,
+                                 allowed="a str")
+            if not prompt.strip():
+                raise InputError("the prompt is empty", field="prompt", received=prompt,
+                                 fix="write the question the model should answer")
         max_new = self.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
         if max_new < 1:
             raise InputError("max_new_tokens must be at least 1", field="max_new_tokens", received=max_new)
