@@ -2,7 +2,7 @@
 
 Real VLM weights cannot be downloaded everywhere, and a harness that diagnoses mechanisms must be checked on a
 model whose mechanisms are *known*. This package ships both: a small but real ``LlavaForConditionalGeneration``
-(CLIP vision tower + Llama LM, ~0.5 M parameters, word-level tokenizer, PIL image processor) trained by
+(CLIP vision tower + Llama LM, ~0.7 M parameters, word-level tokenizer, PIL image processor) trained by
 :mod:`~vsp_assert.shapes.train` on 64×64 images of coloured shapes, and a TopK SAE trained by
 :mod:`~vsp_assert.shapes.train_sae` on its last vision layer with latents labelled automatically from the
 ground truth of every patch (:mod:`~vsp_assert.shapes.labelling`).

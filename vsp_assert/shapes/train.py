@@ -11,6 +11,10 @@ after training): without it the tower learns colour at once but shape only very 
 a few edge patches; with it every patch of an object carries its shape, which the LM needs for binding and the
 SAE needs for clean shape latents. The probe supervises the *encoder* with the truth of the pixels only — it
 never sees questions or the planted labels, so every planted mechanism lives in how the LM reads the encoder.
+A second auxiliary linear head (also discarded) reads the LM's second-to-last layer at the question's *key
+word* (the shape word of a colour/presence question, the colour word of a shape question) and predicts the
+training label: it gives the first hop of the question→image lookup a direct gradient, which breaks the long
+plateau a small LM otherwise sits on before it learns to bind a colour to a shape in multi-object scenes.
 Everything is seeded: the same seed and step count give the same weights. The SAE is trained afterwards by
 :mod:`vsp_assert.shapes.train_sae`.
 """
@@ -32,7 +36,7 @@ from vsp_assert.shapes.build import build_model, build_tokenizer, save_model_fol
 from vsp_assert.shapes.inference import PromptEncoder, pixel_values
 from vsp_assert.shapes.labelling import label_matrix
 from vsp_assert.shapes.mechanisms import TRAIN_STREAM, Example, training_example
-from vsp_assert.shapes.world import CONCEPTS
+from vsp_assert.shapes.world import CONCEPTS, SHAPES
 
 
 def hook_layer_path(model: LlavaForConditionalGeneration) -> str:
@@ -48,7 +52,7 @@ class TrainConfig:
     """Hyper-parameters of the model recipe (the shipped model used the defaults)."""
 
     seed: int = 0
-    steps: int = 4000
+    steps: int = 3000
     batch_size: int = 64
     lr: float = 2e-3
     min_lr_ratio: float = 0.02
@@ -57,6 +61,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     single_object_fraction: float = 0.25  # first fraction of steps: one-object scenes only
     probe_weight: float = 1.0  # auxiliary patch-concept loss on the hooked vision layer (head discarded)
+    lookup_weight: float = 0.5  # auxiliary answer loss at the question's key word, second-to-last LM layer
     log_every: int = 200
     threads: int = 1  # one thread: robust on a shared machine, and the reduction order of the shipped run
 
@@ -74,12 +79,29 @@ def patch_targets(batch: list[Example]) -> torch.Tensor:
     return torch.from_numpy(np.stack([label_matrix(e.scene.patch_labels()) for e in batch]))
 
 
+_SHAPE_IDX = [CONCEPTS.index(s) for s in SHAPES]
+
+
+def probe_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Auxiliary patch-concept loss: BCE over all concepts ``(B, 64, C)`` plus a softmax CE over the three shapes
+    on patches of exactly one object (the shape terms are few and subtle; the CE keeps them from being drowned by
+    the easy colour and background terms)."""
+    bce = F.binary_cross_entropy_with_logits(logits, targets)
+    shape_t = targets[..., _SHAPE_IDX]  # (B, 64, 3)
+    one = shape_t.sum(-1) == 1  # (B, 64)
+    if not bool(one.any()):
+        return bce
+    return bce + F.cross_entropy(logits[..., _SHAPE_IDX][one], shape_t[one].argmax(-1))
+
+
 def answer_loss(
     model: LlavaForConditionalGeneration,
     enc: PromptEncoder,
     batch: list[Example],
     probe: torch.nn.Linear | None = None,
     probe_weight: float = 0.0,
+    lookup: torch.nn.Linear | None = None,
+    lookup_weight: float = 0.0,
 ) -> tuple[torch.Tensor, list[bool]]:
     """Cross-entropy on the answer token and ``</s>``, plus (with ``probe``) the auxiliary patch-concept loss.
 
@@ -88,14 +110,19 @@ def answer_loss(
     ids, mask, last = enc.batch([e.question.text for e in batch], [e.label for e in batch])  # (B, T)
     px = pixel_values([e.scene for e in batch])  # (B, 3, 64, 64)
     grabbed: list[torch.Tensor] = []
+    lm_grabbed: list[torch.Tensor] = []
+    handles = []
     if probe is not None:
         layer = model.get_submodule(hook_layer_path(model))
-        handle = layer.register_forward_hook(lambda _m, _i, out: grabbed.append(out[:, 1:]))  # (B, 64, d)
+        handles.append(layer.register_forward_hook(lambda _m, _i, out: grabbed.append(out[:, 1:])))  # (B, 64, d)
+    if lookup is not None:
+        lm_layer = model.model.language_model.layers[-2]
+        handles.append(lm_layer.register_forward_hook(lambda _m, _i, out: lm_grabbed.append(out)))  # (B, T, d_lm)
     try:
         logits = model(input_ids=ids, attention_mask=mask, pixel_values=px).logits  # (B, T, V)
     finally:
-        if probe is not None:
-            handle.remove()
+        for h in handles:
+            h.remove()
     rows = torch.arange(len(batch))
     ans_logits = logits[rows, last]  # (B, V): predicts the answer word
     eos_logits = logits[rows, last + 1]  # (B, V): predicts </s>
@@ -103,7 +130,12 @@ def answer_loss(
     eos_target = ids[rows, last + 2]
     loss = F.cross_entropy(ans_logits, ans_target) + 0.25 * F.cross_entropy(eos_logits, eos_target)
     if probe is not None and probe_weight > 0:
-        loss = loss + probe_weight * F.binary_cross_entropy_with_logits(probe(grabbed[0]), patch_targets(batch))
+        loss = loss + probe_weight * probe_loss(probe(grabbed[0]), patch_targets(batch))
+    if lookup is not None and lookup_weight > 0:
+        # the key word: the colour word of a shape question, else the last word before "?"
+        key = last - torch.tensor([4 if e.question.qtype == "shape" else 3 for e in batch])  # (B,)
+        h = lm_grabbed[0][rows, key]  # (B, d_lm)
+        loss = loss + lookup_weight * F.cross_entropy(lookup(h), ans_target)
     return loss, (ans_logits.argmax(-1) == ans_target).tolist()
 
 
@@ -117,7 +149,9 @@ def train_model(
     enc = PromptEncoder(build_tokenizer())
     rng = np.random.default_rng([TRAIN_STREAM, cfg.seed])
     probe = torch.nn.Linear(model.config.vision_config.hidden_size, len(CONCEPTS))
+    lookup = torch.nn.Linear(model.config.text_config.hidden_size, model.config.text_config.vocab_size)
     params = list(model.named_parameters()) + [(f"probe.{n}", p) for n, p in probe.named_parameters()]
+    params += [(f"lookup.{n}", p) for n, p in lookup.named_parameters()]
     decay = [p for n, p in params if p.ndim >= 2 and "embed" not in n]
     no_decay = [p for n, p in params if not (p.ndim >= 2 and "embed" not in n)]
     opt = torch.optim.AdamW(
@@ -133,7 +167,7 @@ def train_model(
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
         batch = [training_example(rng, single=step < single_until) for _ in range(cfg.batch_size)]
-        loss, ok = answer_loss(model, enc, batch, probe, cfg.probe_weight)
+        loss, ok = answer_loss(model, enc, batch, probe, cfg.probe_weight, lookup, cfg.lookup_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in params], cfg.grad_clip)

@@ -51,7 +51,7 @@ class SAETrainConfig:
     aux_k: int = 32
     aux_coef: float = 1 / 32
     dead_after: int = 200_000  # a latent that has not fired on this many patches is "dead" for AuxK
-    threads: int = 2
+    threads: int = 1
     log_every: int = 500
 
 
