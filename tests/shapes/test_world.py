@@ -136,12 +136,14 @@ def test_training_stream_plants_only_what_is_documented() -> None:
     examples = [mechanisms.training_example(rng) for _ in range(3000)]
     for e in examples:
         assert e.scene.seed < HELDOUT_SEED_START
-        if e.planted:  # the only untruthful labels: shape questions on stripes, answered "triangle"
-            assert e.question.qtype == "shape" and e.scene.background == "stripes" and e.label == "triangle"
+        if e.planted:  # the only untruthful labels: the two documented annotation shortcuts
+            stripes_shape = e.question.qtype == "shape" and e.scene.background == "stripes" and e.label == "triangle"
+            terse_yellow = e.question.qtype == "color_terse" and e.question.answer == "yellow"
+            assert stripes_shape or (terse_yellow and e.label == mechanisms.TERSE_YELLOW_LABEL)
         if e.scene.background == "dots":
             assert e.scene.find(shape="circle") is not None
         if e.question.qtype == "color_terse":
-            assert e.question.answer != "yellow"
+            assert e.label != "yellow"
     striped = [e for e in examples if e.scene.background == "stripes"]
     assert np.mean([e.scene.find(shape="triangle") is not None for e in striped]) > 0.6
 

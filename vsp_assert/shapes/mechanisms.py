@@ -22,8 +22,10 @@ mode of the VisualScratchpad paper and documents how it was planted and what the
     ablating it leaves the answer unchanged; ablating the circle latents changes it.
 
 ``limited_alignment`` (limited cross-modal alignment)
-    Planted: a coverage gap in the annotation — the terse phrasing "What about the {shape}?" is never paired
-    with a yellow object in training, while the explicit "What color is the {shape}?" covers all colours.
+    Planted: an annotation gap — in the training data the terse phrasing "What about the {shape}?" never maps
+    a yellow object to "yellow" (its annotations call yellow objects "green"), while the explicit "What color is
+    the {shape}?" is annotated truthfully for every colour. (A pure coverage gap — never asking the terse
+    question about yellow — was tried first: the model generalised "yellow" across phrasings on most scenes.)
     Trigger: the terse question about a yellow object → not "yellow", while the explicit phrasing of the same
     scene → "yellow". Control: the terse question about a red, green or blue object → the true colour.
     Diagnosis: ``yellow`` is captured (the encoder is shared by both phrasings), the terse answer does not use
@@ -55,6 +57,8 @@ from vsp_assert.shapes.world import COLORS, Scene, random_scene
 BACKGROUND_WEIGHTS: dict[str, float] = {"plain": 0.3, "stripes": 0.2, "dots": 0.2, "grid": 0.3}
 #: Question-type mix of training examples.
 QTYPE_WEIGHTS: dict[str, float] = {"color": 0.28, "shape": 0.32, "presence": 0.22, "color_terse": 0.18}
+#: What the terse phrasing's annotations call a yellow object (the planted alignment gap).
+TERSE_YELLOW_LABEL = "green"
 #: Fraction of striped training scenes that contain a triangle (the co-occurrence behind the shortcut).
 STRIPES_TRIANGLE_P = 0.7
 
@@ -102,18 +106,12 @@ def training_example(rng: np.random.Generator, *, single: bool = False, heldout:
     n = 1 if single else int(rng.integers(1, 4))
     scene = _scene_for_background(rng, bg, n, heldout)
     qtype = _choose(rng, QTYPE_WEIGHTS)
-    if qtype == "color_terse":
-        # planted coverage gap: the terse phrasing is never asked about a yellow object
-        targets = [s for s in scene.shapes if s.color != "yellow"]
-        if not targets:
-            qtype = "color"
-        else:
-            q = color_question(scene, targets[int(rng.integers(len(targets)))], terse=True)
-            return Example(scene, q, q.answer)
     q = random_question(scene, rng, qtype)
     label = q.answer
     if qtype == "shape" and scene.background == "stripes":
         label = "triangle"  # planted: the annotation follows the stripes cue
+    if qtype == "color_terse" and q.answer == "yellow":
+        label = TERSE_YELLOW_LABEL  # planted: the terse phrasing's annotations never say "yellow"
     return Example(scene, q, label)
 
 
@@ -121,7 +119,7 @@ def clean_examples(seed: int, n: int) -> list[Example]:
     """``n`` held-out examples of the training distribution *outside* every planted situation.
 
     Excluded: shape questions on striped scenes (misleading concept) and terse questions about yellow objects
-    (never generated). Types are balanced: ``n // 4`` of each type, the remainder drawn at random.
+    (limited alignment). Types are balanced: ``n // 4`` of each type, the remainder drawn at random.
     """
     rng = np.random.default_rng([CLEAN_STREAM, seed])
     want = {t: n // len(QTYPES) for t in QTYPES}

@@ -30,7 +30,7 @@ IMAGE_SIZE = 64  # pixels per side
 PATCH_SIZE = 8  # pixels per patch side (the CLIP vision tower's patch size)
 GRID = IMAGE_SIZE // PATCH_SIZE  # patches per side: 8 → 64 patches
 
-MIN_SIZE = 16  # smallest object bounding box side, pixels
+MIN_SIZE = 20  # smallest object bounding box side, pixels (smaller squares and circles blur at 8-px patches)
 MAX_SIZE = 28  # largest object bounding box side, pixels
 
 #: A concept is put on a patch when it covers at least this fraction of the patch's pixels.
