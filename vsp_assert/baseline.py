@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -144,9 +145,13 @@ def _is_scored(item: Any) -> bool:
 
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock beside ``path`` (POSIX); a no-op where fcntl is missing."""
-    lock_path = path.with_name("." + path.name + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    """An exclusive advisory lock on ``path`` (POSIX; a no-op where fcntl is missing). The lock file lives in the
+    temp folder, keyed by the resolved path, so nothing is left beside the user's cases."""
+    import hashlib
+    import tempfile
+
+    key = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
+    lock_path = Path(tempfile.gettempdir()) / f"vsp-assert-baseline-{key}.lock"
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
@@ -160,6 +165,15 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+_TRIPLET = re.compile(r'\[\s+("(?:[^"\\]|\\.)*"),\s+(-?\d+),\s+(-?[\d.eE+-]+)\s+\]')
+
+
+def dump_baseline(doc: dict[str, Any]) -> str:
+    """Stable, diff-friendly JSON: sorted keys, one line per ``[name, id, score]`` entry."""
+    text = json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=False)
+    return _TRIPLET.sub(r"[\1, \2, \3]", text) + "\n"
+
+
 def update_baseline(path: str | Path, entries: dict[str, dict[str, Any]], *, model: str, sae: str) -> Path:
     """Merge ``entries`` (case id → profile) into the baseline at ``path``; other cases' entries are kept."""
     p = Path(path)
@@ -167,7 +181,7 @@ def update_baseline(path: str | Path, entries: dict[str, dict[str, Any]], *, mod
         cases = read_baseline(p)
         cases.update(entries)
         doc = {"version": VERSION, "model": model, "sae": sae, "cases": {k: cases[k] for k in sorted(cases)}}
-        atomic_write_text(p, json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+        atomic_write_text(p, dump_baseline(doc))
     return p
 
 
