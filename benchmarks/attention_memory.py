@@ -2,8 +2,8 @@
 
 Builds a tiny LLaVA-NeXT whose prompt holds 2,416 image tokens (anyres 6×6 tiles of 8×8 patches + base view
 + newlines; LM width 256, 4 layers) and measures, each in a fresh subprocess so allocator state cannot leak
-between modes, the peak memory of one forward: on CPU the growth of the process's resident high-water mark
-(``VmHWM``, reset through ``/proc/self/clear_refs`` once the model is built, so it measures the forward alone); on a GPU
+between modes, the peak tensor memory of one forward: on CPU from ``torch.profiler`` (``profile_memory=True``):
+each operator's self allocations and every free, replayed in time order, the peak of the running sum; on a GPU
 ``torch.cuda.max_memory_allocated`` above the memory allocated before the forward. The capture keeps one query
 row per forward by default, as during generation (one per output token).
 
@@ -30,14 +30,6 @@ def _build(tokens_side: int, text_layers: int) -> Any:
     big = size * tokens_side
     return tiny_llava_next(image_size=size, patch_size=4, pinpoints=((big, big),), text_layers=text_layers,
                            max_positions=16384, text_hidden=TEXT_HIDDEN)
-
-
-def _status_kib(key: str) -> int:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {key}")
 
 
 def _measure(mode: str, tokens_side: int, text_layers: int, rows: int) -> dict[str, Any]:
@@ -74,13 +66,22 @@ def _measure(mode: str, tokens_side: int, text_layers: int, rows: int) -> dict[s
         forward()
         peak = torch.cuda.max_memory_allocated() - base
     else:
-        # the process's peak resident memory during one forward: reset the kernel's high-water mark (VmHWM) after
-        # everything is built, then read it back; this counts every byte the forward touched, allocator included
-        base = _status_kib("VmRSS")
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        forward()
-        peak = (_status_kib("VmHWM") - base) * 1024
+        # torch's own CPU allocations during one forward, replayed in time order: every operator's *self*
+        # allocations (children excluded, so nothing is counted twice) and every free ("[memory]" events);
+        # the maximum of the running sum is the peak of live tensor memory. Deterministic, unlike RSS.
+        from torch.profiler import ProfilerActivity, profile
+
+        forward()  # warm-up (lazy hooks, kernels)
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            forward()
+        changes = sorted(
+            (e.time_range.start, e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage)
+            for e in prof.events()
+        )
+        live = peak = 0
+        for _, amount in changes:
+            live += amount
+            peak = max(peak, live)
     return {"mode": mode, "peak_bytes": int(peak), "seq_len": seq, "image_tokens": n_image,
             "lm_layers": text_layers, "rows": rows}
 
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--text-layers", type=int, default=4)
     parser.add_argument("--rows", type=int, default=1,
                         help="query rows the capture keeps per forward (1 during generation: one per output token)")
-    parser.add_argument("--repeats", type=int, default=3, help="fresh processes per mode (median reported)")
+    parser.add_argument("--repeats", type=int, default=1, help="fresh processes per mode (median reported)")
     parser.add_argument("--json", type=str, default=None, help="write the results to this JSON file")
     parser.add_argument("--_mode", type=str, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
