@@ -59,14 +59,19 @@ def top_concepts(trace: Trace, token: str | int, k: int = 5) -> list[tuple[int, 
 
 
 def select_latents(trace: Trace, top_k: int = 5, extra: Sequence[int] = (), max_columns: int = 24) -> list[int]:
-    """Union of the top-``top_k`` latents of every output token and of the image, after ``extra``."""
-    keep = list(dict.fromkeys(int(i) for i in extra))
+    """The heatmap's columns, at most ``max_columns``: the top-``top_k`` latents of every output token and of the
+    image (strongest first), then the strongest of ``extra`` (asserted latents) that are not among them, which
+    keep up to a third of the columns so the evidence for an assertion is always on screen."""
     found: list[int] = []
     for row in [*(trace.scores[t] for t in range(trace.n_tokens)), trace.image_scores]:
         values, ids = torch.topk(row, k=min(top_k, row.numel()))
         found.extend(int(i) for i, v in zip(ids, values) if float(v) > 0)
-    rest = [i for i in dict.fromkeys(found) if i not in keep]
-    return keep + rest[: max(0, max_columns - len(keep))]
+    top = list(dict.fromkeys(found))
+    strength = trace.scores.max(0).values if trace.n_tokens else trace.image_scores  # [d_sae]
+    asserted = sorted((i for i in dict.fromkeys(int(i) for i in extra) if i not in top),
+                      key=lambda i: -float(strength[i]))
+    picked = asserted[: min(len(asserted), max(1, max_columns // 3))]
+    return top[: max(0, max_columns - len(picked))] + picked
 
 
 def contribution_patterns(trace: Trace, latents: Sequence[int]) -> np.ndarray:

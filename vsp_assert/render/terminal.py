@@ -180,7 +180,9 @@ def render_trace(
 ) -> str:
     """Answer, top concepts per token, the heatmap and spatial maps of a trace."""
     width = width or terminal_width()
-    hm = heatmap(trace, top_k=top_k, extra=highlight_latents, highlight_tokens=highlight_tokens)
+    fit = max(1, (width - TOKEN_COL) // (CELL + 1))  # columns the terminal can show
+    hm = heatmap(trace, top_k=top_k, extra=highlight_latents, highlight_tokens=highlight_tokens,
+                 max_columns=min(24, fit))
     captured = ", ".join(
         f"{trace.labels.display(i) if trace.labels else f'#{i}'} {s:.2f}" for i, s in trace.top_captured(6)
     )
