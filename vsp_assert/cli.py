@@ -117,6 +117,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:  # no download-style progress bars: everything here loads from local folders
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        pass
     try:
         return int(args.func(args) or 0)
     except VspError as exc:

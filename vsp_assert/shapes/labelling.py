@@ -66,7 +66,7 @@ def latent_statistics(f: np.ndarray, labels: np.ndarray, concepts: Sequence[str]
     tot = spread.sum(1, keepdims=True)
     q = np.divide(spread, tot, out=np.zeros_like(spread), where=tot > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ent = -np.nansum(np.where(q > 0, q * np.log2(q), 0.0), axis=1)
+        ent = np.maximum(-np.nansum(np.where(q > 0, q * np.log2(q), 0.0), axis=1), 0.0)  # no -0.0 for one label
     return {
         "firing_rate": firing_rate,
         "mean_activation": mean_act,
