@@ -49,3 +49,26 @@ def test_compare_missing_path_is_a_clear_error(tmp_path, saved, capsys):
                str(tmp_path / "nope")])
     assert rc == 2
     assert "no such case file or folder" in capsys.readouterr().err
+
+
+def test_compare_shapes_model_with_a_perturbed_copy(tmp_path, capsys):
+    """The shipped shapes model against a copy with one LM layer perturbed: the bundled cases show the drift."""
+    from pathlib import Path
+
+    from vsp_assert.shapes import SAE_DIR
+
+    if not (SAE_DIR / "cfg.json").exists():
+        import pytest
+
+        pytest.skip("the shapes artifacts are not built")
+    assert main(["shapes", "perturb", "--out", str(tmp_path / "v2"), "--layer", "1", "--scale", "1.0"]) == 0
+    cases = Path(__file__).resolve().parents[1] / "cases"
+    out_json = tmp_path / "cmp.json"
+    assert main(["compare", "--base", "shapes", "--new", str(tmp_path / "v2"), "--color", "no", "--json",
+                 str(out_json), str(cases)]) == 0
+    rows = json.loads(out_json.read_text())
+    assert len(rows) >= 12
+    changed = [r for r in rows if r["change"] > 0.01]
+    assert changed and all(r["gained"] or r["lost"] or r["answer"][0] != r["answer"][1] for r in changed)
+    text = capsys.readouterr().out
+    assert f"{len(changed)} of {len(rows)} case(s) changed (most-changed first)" in text

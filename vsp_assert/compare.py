@@ -84,7 +84,7 @@ def compare(base: Any, new: Any, files: list[Path]) -> list[CaseComparison]:
             r0 = run_case(base, case, image=image)
             r1 = run_case(new, case, image=image)
             p0, p1 = profile(r0.trace, r0.records), profile(r1.trace, r1.records)
-            drift = diff_profiles(p0, p1, r1.trace, case.top_k)
+            drift = diff_profiles(p0, p1, r1.trace, case.tolerance.top_k)  # the same rule as the drift check
             out.append(CaseComparison(
                 case_id=case.id, file=str(path), base_answer=r0.trace.answer, new_answer=r1.trace.answer,
                 base_prob=r0.trace.answer_prob, new_prob=r1.trace.answer_prob,
@@ -110,7 +110,7 @@ def render_comparison(rows: list[CaseComparison], style: Any) -> str:
         [[c.case_id, f"{c.base_answer} → {c.new_answer}", f"{c.new_prob - c.base_prob:+.3f}",
           sum(len(v) for v in c.gained.values()), sum(len(v) for v in c.lost.values()),
           f"{'pass' if c.base_passed else 'FAIL'} → {'pass' if c.new_passed else 'FAIL'}"] for c in changed],
-        headers=["case", "answer", "Δp", "gained", "lost", "expectations"], tablefmt="simple",
+        headers=["case", "answer", "Δp", "gained", "lost", "expectations"], tablefmt="simple", disable_numparse=True,
     )
     lines += ["", style.bold(f"{len(changed)} of {len(rows)} case(s) changed (most-changed first)"),
               table if changed else "  (none)"]

@@ -1,4 +1,5 @@
-"""The ``vsp-assert shapes`` commands: ``train`` (both recipes) and ``report`` (figures on held-out scenes).
+"""The ``vsp-assert shapes`` commands: ``train`` (both recipes), ``report`` (figures on held-out scenes) and
+``perturb`` (a noisy copy of the model, standing in for a model update in drift and compare demos).
 
 This module only wires argparse to :mod:`~vsp_assert.shapes.train`, :mod:`~vsp_assert.shapes.train_sae` and
 :mod:`~vsp_assert.shapes.report`; the main CLI calls :func:`add_commands`. Heavy imports happen inside the
@@ -49,6 +50,28 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _perturb(args: argparse.Namespace) -> int:
+    """A copy of a shapes model with Gaussian noise on one LM layer (vision encoder untouched, so the SAE fits):
+    a stand-in for a fine-tune, to try drift checks and ``vsp-assert compare``."""
+    import torch
+
+    from vsp_assert.models import load_model
+    from vsp_assert.testing import save_model
+
+    loaded = load_model(args.model)
+    layers = loaded.model.model.language_model.layers
+    if not 0 <= args.layer < len(layers):
+        print(f"vsp-assert: error: --layer must be in 0..{len(layers) - 1}, got {args.layer}", file=sys.stderr)
+        return 2
+    gen = torch.Generator().manual_seed(args.seed)
+    with torch.no_grad():
+        for param in layers[args.layer].parameters():
+            param.add_(args.scale * param.std() * torch.randn(param.shape, generator=gen))
+    save_model(loaded, args.out)
+    print(f"perturbed LM layer {args.layer} (noise {args.scale:g} × each tensor's std); saved to {args.out}")
+    return 0
+
+
 def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``shapes train`` and ``shapes report`` to the main CLI's subparsers."""
     shapes = subparsers.add_parser("shapes", help="the embedded shapes-world model: train it or report on it")
@@ -70,6 +93,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     rp.add_argument("--model", default=None, help="model folder (default: the shipped one)")
     rp.add_argument("--sae", default=None, help="SAE folder (default: the shipped one)")
     rp.set_defaults(func=_report)
+
+    pt = sub.add_parser("perturb", help="save a copy of a shapes model with noise on one LM layer (a mock update)")
+    pt.add_argument("--out", required=True, help="folder to write the perturbed model to")
+    pt.add_argument("--model", default="shapes", help="model to start from (default: the shipped one)")
+    pt.add_argument("--layer", type=int, default=1, help="LM layer to perturb (default 1)")
+    pt.add_argument("--scale", type=float, default=1.0, help="noise scale, in units of each tensor's std")
+    pt.add_argument("--seed", type=int, default=0, help="noise seed")
+    pt.set_defaults(func=_perturb)
 
 
 def main(argv: list[str] | None = None) -> int:
