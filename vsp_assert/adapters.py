@@ -241,12 +241,6 @@ def register_adapter(cls: type[Adapter]) -> type[Adapter]:
     return cls
 
 
-def unregister_adapter(cls: type[Adapter]) -> None:
-    for model_type in cls.model_types:
-        if _REGISTRY.get(model_type) is cls:
-            del _REGISTRY[model_type]
-
-
 def _load_builtin_and_entry_points() -> None:
     global _ENTRY_POINTS_LOADED
     if _ENTRY_POINTS_LOADED:

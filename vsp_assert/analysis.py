@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -208,12 +208,3 @@ def find_sufficient_set(
         return SufficientSet([], None, results)
     _, best = min(winners)
     return SufficientSet(tries[best], results[best], results)
-
-
-def describe_clusters(hm: Heatmap, labels: Any) -> list[str]:
-    """One line per cluster: its members with names."""
-    lines = []
-    for c, ids in hm.cluster_members().items():
-        names = ", ".join(labels.display(i) if labels else f"#{i}" for i in ids)
-        lines.append(f"cluster {c}: {names}")
-    return lines

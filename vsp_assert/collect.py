@@ -37,19 +37,17 @@ def vsp_config(config: pytest.Config) -> VspConfig:
 
 
 def style_for(config: pytest.Config) -> Any:
+    """The colour style of this session: ``--vsp-color`` if given, else pytest's own markup decision (TTY,
+    ``--color``) unless ``NO_COLOR`` or ``TERM=dumb`` says no."""
+    import os
+
     from .render.style import Style, colour_enabled
 
     setting = vsp_config(config).color
     if setting == "auto":
-        return Style(bool(config.get_terminal_writer().hasmarkup) and colour_enabled(None, _AlwaysTTY()))
+        allowed = "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+        return Style(bool(config.get_terminal_writer().hasmarkup) and allowed)
     return Style(colour_enabled(setting))
-
-
-class _AlwaysTTY:
-    """Lets colour_enabled apply NO_COLOR / TERM=dumb on top of pytest's own markup decision."""
-
-    def isatty(self) -> bool:
-        return True
 
 
 def terminal_width(config: pytest.Config) -> int:

@@ -190,9 +190,3 @@ class ConceptLabels:
     def display(self, latent: int) -> str:
         name = self.name_of(latent)
         return f"{name}#{latent}" if name else f"#{latent}"
-
-    def concept_of_ref(self, ref: ConceptRef) -> str:
-        """A readable name for a reference (for reports)."""
-        if isinstance(ref, int):
-            return self.display(ref)
-        return str(ref)

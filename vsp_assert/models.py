@@ -21,8 +21,6 @@ from torch import nn
 from .adapters import Adapter, adapter_for
 from .errors import ModelError
 
-LOAD_COUNT = 0  # how many times a model was loaded in this process (the plugin's tests check it)
-
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "auto": "auto"}
 
 
@@ -73,7 +71,6 @@ def load_model(
     ``from_pretrained_kwargs`` go to the model class's ``from_pretrained`` unchanged (``device_map="auto"`` for
     multi-GPU, ``trust_remote_code=True`` only if you want it).
     """
-    global LOAD_COUNT
     name = str(name_or_path)
     if name == "shapes":
         from .shapes import MODEL_DIR
@@ -106,6 +103,5 @@ def load_model(
     model, processor = adapter_cls.load(str(name_or_path), **from_pretrained_kwargs)
     if device is not None and "device_map" not in from_pretrained_kwargs:
         model = model.to(device)
-    LOAD_COUNT += 1
     loaded = LoadedModel.wrap(model, processor, name=name)
     return loaded

@@ -106,12 +106,6 @@ class Trace:
         values, ids = torch.topk(self.image_scores, k=min(k, self.image_scores.numel()))
         return [(int(i), float(v)) for i, v in zip(ids, values) if float(v) > 0.0]
 
-    def concept_score(self, concept: Any, token: str | int | None = None) -> float:
-        """Summed score of a concept's latents: image-level (``token=None``) or for one output token."""
-        ids = self.resolve(concept)
-        row = self.image_scores if token is None else self.scores[self.token_index(token)]
-        return float(row[ids].sum())
-
     # ------------------------------------------------------------------ fluent assertions (see assertions.py)
     def assert_answer(self, expected: str | None = None, *, contains: str | None = None,
                       one_of: list[str] | None = None, not_: str | None = None,
