@@ -47,3 +47,33 @@ def test_colour_on_request_and_off_with_no_color(vsp, monkeypatch):
     monkeypatch.setenv("FORCE_COLOR", "")
     plain = vsp.runpytest("--color", "yes")
     assert "\x1b[48;5;" not in plain.stdout.str()
+
+
+def test_no_hook_survives_a_case(vsp):
+    """After every case — passing, failing, with interventions — the model carries no vsp-assert hook."""
+    cases = _cases(4).replace('expect:\n      answer: {not: "zzz"}',
+                              'expect:\n      answer: {not: "zzz"}\n      causal: [{ablate: [red], min_drop: -1.0}]')
+    vsp.makefile(".yaml", test_hooks=cases + """
+  - id: failing
+    image: img.png
+    prompt: "what color is the square ?"
+    expect: {answer: "zzz", causal: [{ablate: [blue], changes: true}]}
+""")
+    vsp.makeconftest("""
+        import pytest
+        from vsp_assert.hooks import count_hooks
+        from vsp_assert.plugin import CONFIG_KEY
+
+        counts = []
+
+        @pytest.hookimpl(trylast=True)
+        def pytest_runtest_teardown(item):
+            cache = item.config.stash[CONFIG_KEY].cache
+            counts.extend(count_hooks(v.model) for k, v in cache.items() if k.startswith("pad::"))
+
+        def pytest_terminal_summary(terminalreporter):
+            terminalreporter.write_line(f"HOOK COUNTS {counts}")
+    """)
+    result = vsp.runpytest()
+    result.assert_outcomes(passed=4, failed=1)
+    result.stdout.fnmatch_lines(["HOOK COUNTS [[]0, 0, 0, 0, 0[]]"])
