@@ -40,16 +40,11 @@ class _Pooled(Exception):
 class Gemma3Adapter(LlavaAdapter):
     family = "gemma3"
     model_types = ("gemma3",)
+    model_class = "Gemma3ForConditionalGeneration"
     vision_once = True  # one view per image; SigLIP layers after the hook and the projector are batch-first
     processor_kwargs: ClassVar[dict[str, Any]] = {"do_pan_and_scan": False}
     _pooling: torch.Tensor | None = None
 
-    @classmethod
-    def load(cls, name_or_path: str, **kwargs: Any) -> tuple[nn.Module, Any]:
-        from transformers import AutoProcessor, Gemma3ForConditionalGeneration
-
-        model = Gemma3ForConditionalGeneration.from_pretrained(name_or_path, **kwargs)
-        return model, AutoProcessor.from_pretrained(name_or_path)
 
     def fed_layer_index(self) -> int:
         return len(self.vision_layer_paths()) - 1

@@ -16,10 +16,7 @@ Shapes: hooked layer output ``[ΣV, P_v, d_vision]`` → patches ``[B, V·P_v, d
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from torch import nn
 
 from vsp_assert.adapters import PatchMap, register_adapter
 from vsp_assert.errors import ModelError
@@ -31,14 +28,9 @@ from .llava import LlavaAdapter
 class Idefics3Adapter(LlavaAdapter):
     family = "idefics3"
     model_types = ("idefics3", "smolvlm")
+    model_class = "AutoModelForImageTextToText"
     vision_once = False  # the layout after the hook depends on per-image views/packing: no batch expansion
 
-    @classmethod
-    def load(cls, name_or_path: str, **kwargs: Any) -> tuple[nn.Module, Any]:
-        from transformers import AutoModelForImageTextToText, AutoProcessor
-
-        model = AutoModelForImageTextToText.from_pretrained(name_or_path, **kwargs)
-        return model, AutoProcessor.from_pretrained(name_or_path)
 
     # ------------------------------------------------------------------ vision
     def vision_layer_paths(self) -> list[str]:

@@ -25,15 +25,17 @@ from vsp_assert.errors import InputError, ModelError
 class LlavaAdapter(Adapter):
     family = "llava"
     model_types = ("llava",)
+    model_class: ClassVar[str] = "LlavaForConditionalGeneration"  # the transformers class subclasses change
     vision_once = True  # CLIP layers after the hook and the projector are batch-first: expand at the hook
     #: Extra keyword arguments of the processor call in :meth:`prepare` (a family pins options it relies on).
     processor_kwargs: ClassVar[dict[str, Any]] = {}
 
     @classmethod
     def load(cls, name_or_path: str, **kwargs: Any) -> tuple[nn.Module, Any]:
-        from transformers import AutoProcessor, LlavaForConditionalGeneration
+        import transformers
+        from transformers import AutoProcessor
 
-        model = LlavaForConditionalGeneration.from_pretrained(name_or_path, **kwargs)
+        model = getattr(transformers, cls.model_class).from_pretrained(name_or_path, **kwargs)
         processor = AutoProcessor.from_pretrained(
             name_or_path, trust_remote_code=kwargs.get("trust_remote_code", False)
         )

@@ -18,10 +18,7 @@ Shapes: hooked layer output ``[ΣV, 1 + P_v, d_vision]`` (CLS first) → patches
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from torch import nn
 
 from vsp_assert.adapters import PatchMap, register_adapter
 from vsp_assert.errors import ModelError
@@ -33,15 +30,9 @@ from .llava import LlavaAdapter
 class LlavaNextAdapter(LlavaAdapter):
     family = "llava_next"
     model_types = ("llava_next",)
+    model_class = "LlavaNextForConditionalGeneration"
     vision_once = False  # the layout after the hook depends on per-image views/packing: no batch expansion
 
-    @classmethod
-    def load(cls, name_or_path: str, **kwargs: Any) -> tuple[nn.Module, Any]:
-        from transformers import AutoProcessor, LlavaNextForConditionalGeneration
-
-        model = LlavaNextForConditionalGeneration.from_pretrained(name_or_path, **kwargs)
-        processor = AutoProcessor.from_pretrained(name_or_path)
-        return model, processor
 
     # ------------------------------------------------------------------ views
     def views_per_image(self, inputs: dict[str, torch.Tensor] | None, hidden_rows: int, batch: int) -> list[int]:

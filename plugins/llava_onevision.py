@@ -18,10 +18,7 @@ Shapes: hooked layer output ``[ΣV, P_v, d_vision]`` → patches ``[B, V·P_v, d
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from torch import nn
 
 from vsp_assert.adapters import PatchMap, register_adapter
 from vsp_assert.errors import ModelError
@@ -35,14 +32,9 @@ _CHUNK = 1024  # one-hot channels packed at a time (memory: ΣV · P_v · _CHUNK
 class LlavaOnevisionAdapter(LlavaNextAdapter):
     family = "llava_onevision"
     model_types = ("llava_onevision",)
+    model_class = "LlavaOnevisionForConditionalGeneration"
     vision_once = False  # the layout after the hook depends on per-image views/packing: no batch expansion
 
-    @classmethod
-    def load(cls, name_or_path: str, **kwargs: Any) -> tuple[nn.Module, Any]:
-        from transformers import AutoProcessor, LlavaOnevisionForConditionalGeneration
-
-        model = LlavaOnevisionForConditionalGeneration.from_pretrained(name_or_path, **kwargs)
-        return model, AutoProcessor.from_pretrained(name_or_path)
 
     def _has_cls(self) -> bool:
         return False  # SigLIP

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import nn
 
 from vsp_assert.adapters import PatchMap, register_adapter
 from vsp_assert.errors import InputError, ModelError
@@ -30,13 +29,8 @@ from .llava import LlavaAdapter
 class PaliGemmaAdapter(LlavaAdapter):
     family = "paligemma"
     model_types = ("paligemma",)
+    model_class = "PaliGemmaForConditionalGeneration"
 
-    @classmethod
-    def load(cls, name_or_path: str, **kwargs: Any) -> tuple[nn.Module, Any]:
-        from transformers import AutoProcessor, PaliGemmaForConditionalGeneration
-
-        model = PaliGemmaForConditionalGeneration.from_pretrained(name_or_path, **kwargs)
-        return model, AutoProcessor.from_pretrained(name_or_path)
 
     def fed_layer_index(self) -> int:
         return len(self.vision_layer_paths()) - 1

@@ -19,10 +19,8 @@ Shapes: hooked block output ``[Σ h·w, d_vision]``; ``vision_config.embed_dim``
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
-from torch import nn
 
 from vsp_assert.adapters import PatchMap, register_adapter
 from vsp_assert.errors import ModelError
@@ -37,13 +35,6 @@ class Qwen2VLAdapter(LlavaAdapter):
     vision_once = False  # the layout after the hook depends on per-image views/packing: no batch expansion
     model_class = "Qwen2VLForConditionalGeneration"
 
-    @classmethod
-    def load(cls, name_or_path: str, **kwargs: Any) -> tuple[nn.Module, Any]:
-        import transformers
-        from transformers import AutoProcessor
-
-        model = getattr(transformers, cls.model_class).from_pretrained(name_or_path, **kwargs)
-        return model, AutoProcessor.from_pretrained(name_or_path)
 
     # ------------------------------------------------------------------ vision
     def vision_layer_paths(self) -> list[str]:
