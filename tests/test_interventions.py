@@ -165,3 +165,22 @@ def test_vision_tower_runs_once_per_intervention_batch_with_same_results(tiny, t
     for a, b in zip(shared, copied):
         assert a.answer_after == b.answer_after
         assert a.p_after == pytest.approx(b.p_after, rel=1e-5, abs=1e-9)
+
+
+def test_new_answers_are_generated_once_and_only_when_read(tiny, tiny_sae, images):
+    pad = Scratchpad(tiny, tiny_sae, max_new_tokens=4)
+    trace = pad.run(images[1], "what color is the square ?")
+    everything = Intervention.ablate(*range(64), label="all")
+    half = Intervention.ablate(*range(0, 64, 2), label="half")
+    results = pad.intervene(trace, [Intervention.ablate(), everything, half])
+    assert not results[0].changed and results[0].answer_after == trace.answer
+    changed = [r for r in results if r.changed]
+    assert changed, "ablating every latent changes the random model's answer"
+    before = pad.stats["intervention_generate"]
+    assert all(r.answer_after != r.answer_before for r in changed)  # changed ⇔ a different greedy answer
+    assert pad.stats["intervention_generate"] == before + 1  # one batched generate for all changed rows
+    assert [r.answer_after for r in changed] == [r.answer_after for r in changed]
+    assert pad.stats["intervention_generate"] == before + 1  # and never again
+    for spec, result in zip([everything, half], results[1:]):
+        alone = pad.intervene(trace, [spec])[0]  # the same row in another batch: same greedy answer
+        assert alone.changed == result.changed and alone.answer_after == result.answer_after

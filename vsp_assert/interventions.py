@@ -134,20 +134,33 @@ class InterventionResult:
 
     ``p_before`` / ``p_after``: probability of the original answer (product over its tokens, teacher-forced) on
     the unpatched reference row and on the patched row of the same batched forward; ``drop = p_before −
-    p_after``. ``answer_after`` is the patched model's greedy answer; ``changed`` says it differs.
+    p_after``. ``changed``: the patched model's greedy answer differs from the original — known from the
+    teacher-forced forward alone (greedy decoding agrees with the original answer exactly when every
+    teacher-forced argmax does, the end of the answer included). ``answer_after`` is that greedy answer; for a
+    changed answer it is generated on first access, for all changed rows of the batch at once.
     """
 
     intervention: Intervention
     latents: list[int]
     answer_before: str
-    answer_after: str
     p_before: float
     p_after: float
+    changed: bool
     token_p_after: list[float] = field(default_factory=list)
+    _answer_after: str | None = field(default=None, repr=False)
+    _generate: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
     @property
-    def changed(self) -> bool:
-        return self.answer_after.strip().lower() != self.answer_before.strip().lower()
+    def answer_after(self) -> str:
+        """The patched model's greedy answer (the original one when ``changed`` is false)."""
+        if not self.changed:
+            return self.answer_before
+        if self._answer_after is None:
+            if self._generate is None:
+                raise RuntimeError("this result has no way to generate its answer")
+            self._generate()
+        assert self._answer_after is not None
+        return self._answer_after
 
     @property
     def drop(self) -> float:

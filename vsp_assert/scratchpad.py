@@ -259,22 +259,27 @@ class Scratchpad:
                 same = int(greedy[r, T]) in eos
             if not same:
                 diverged.append(r)
-        answers = {r: trace.answer for r in range(1, k + 1)}
-        if diverged:
-            answers.update(self._regenerate(trace, [rows[r] for r in diverged], diverged))
-        results = []
-        for r, spec in enumerate(specs, start=1):
-            results.append(
-                InterventionResult(
-                    intervention=spec.spec,
-                    latents=spec.latents.tolist(),
-                    answer_before=trace.answer,
-                    answer_after=answers[r],
-                    p_before=float(p_answer[0]),
-                    p_after=float(p_answer[r]),
-                    token_p_after=tok_logp[r].exp().cpu().tolist(),
-                )
+        results = [
+            InterventionResult(
+                intervention=spec.spec,
+                latents=spec.latents.tolist(),
+                answer_before=trace.answer,
+                p_before=float(p_answer[0]),
+                p_after=float(p_answer[r]),
+                changed=r in diverged,
+                token_p_after=tok_logp[r].exp().cpu().tolist(),
             )
+            for r, spec in enumerate(specs, start=1)
+        ]
+        if diverged:
+            # the new answers cost one more (batched) generate: only pay for it when someone reads one
+            def generate_answers() -> None:
+                answers = self._regenerate(trace, [rows[r] for r in diverged], diverged)
+                for r in diverged:
+                    results[r - 1]._answer_after = answers[r]
+
+            for r in diverged:
+                results[r - 1]._generate = generate_answers
         return results
 
     def ablate(self, trace: Trace, *concepts: Any, patches: Sequence[int] | None = None) -> InterventionResult:
