@@ -146,7 +146,7 @@ def case_properties(result: CaseResult) -> list[tuple[str, Any]]:
     trace = result.trace
     props: list[tuple[str, Any]] = [
         ("vsp_answer", trace.answer),
-        ("vsp_answer_prob", round(trace.answer_prob, 4)),
+        ("vsp_answer_prob", float(f"{trace.answer_prob:.6g}")),
         ("vsp_checks", len(result.records)),
         ("vsp_failed_checks", len(result.failures)),
     ]
@@ -156,5 +156,5 @@ def case_properties(result: CaseResult) -> list[tuple[str, Any]]:
         props.append(("vsp_top_concepts", ", ".join(labels.display(i) if labels else f"#{i}" for i, _ in top)))
     for r in result.records:
         if r.intervention is not None:
-            props.append((f"vsp_drop[{r.description}]", round(r.intervention.drop, 4)))
+            props.append((f"vsp_drop[{r.description}]", float(f"{r.intervention.drop:.6g}")))
     return props

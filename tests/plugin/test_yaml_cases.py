@@ -120,3 +120,15 @@ def test_yaml_files_without_cases_key_are_ignored(vsp):
     vsp.makefile(".yaml", config="steps:\n  - run: echo hi\n")
     result = vsp.runpytest()
     assert result.ret == 5  # no tests collected
+
+
+def test_key_figures_become_junit_properties(vsp, saved):
+    vsp.makefile(".yaml", test_props=case_file(saved))
+    vsp.runpytest("--junitxml=out.xml").assert_outcomes(passed=1)
+    import xml.etree.ElementTree as ET
+
+    props = {p.get("name"): p.get("value") for p in ET.parse(vsp.path / "out.xml").iter("property")}
+    assert props["vsp_answer"] == saved["answer"]
+    assert float(props["vsp_answer_prob"]) > 0 and props["vsp_failed_checks"] == "0"
+    assert props["vsp_checks"] == "5" and props["vsp_top_concepts"]
+    assert any(name.startswith("vsp_drop[") for name in props)
