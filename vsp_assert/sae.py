@@ -9,7 +9,7 @@ format is small and stable, and a test checks parity against the real library wh
 What SAELens has no place for (which model layer the SAE reads, which model it was trained on, where the concept
 label file is) lives in an optional **sidecar** ``vsp_assert.json`` next to the weights::
 
-    {"hook_layer": "model.vision_tower.vision_model.encoder.layers.2",  # module path in the VLM
+    {"hook_layer": "model.vision_tower.encoder.layers.2",  # module path in the VLM (LLaVA, transformers 5)
      "model": "shapes",                  # free text: what the SAE was trained on
      "labels": "concepts.json"}          # label file, relative to the folder (see labels.py)
 
