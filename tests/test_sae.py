@@ -141,3 +141,32 @@ def test_wrong_input_width_is_a_clear_error():
     sae = random_sae(8, 16)
     with pytest.raises(SAEError, match="width 9 but the SAE expects d_in=8"):
         sae.encode(torch.zeros(2, 9))
+
+
+def test_registry_reference_loads_through_saelens(tmp_path, monkeypatch):
+    sl = pytest.importorskip("sae_lens", reason="install the 'sae-lens' extra to load from its registry")
+    ours = random_sae(16, 48, architecture="topk", k=5, seed=4)
+    folder = _save(ours, tmp_path / "sae", hook_layer="blocks.3.hook_resid_post")
+    asked = []
+
+    def from_pretrained(release, sae_id, device="cpu", **kwargs):  # stands in for the hub download
+        asked.append((release, sae_id))
+        return sl.SAE.load_from_disk(str(folder), device=device)
+
+    monkeypatch.setattr(sl.SAE, "from_pretrained", from_pretrained)
+    sae = load_sae("sae-lens:my-release:layer_3/width_48", hook_layer="model.vision_tower.encoder.layers.1")
+    assert asked == [("my-release", "layer_3/width_48")]
+    assert sae.hook_layer == "model.vision_tower.encoder.layers.1" and sae.d_sae == 48
+    x = torch.randn(4, 16)
+    torch.testing.assert_close(sae.encode(x), ours.encode(x))
+
+
+def test_registry_reference_without_the_extra_is_a_clear_error(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "sae_lens", None)  # as if the extra were not installed
+    with pytest.raises(SAEError, match="needs the optional 'sae-lens' extra") as err:
+        load_sae("sae-lens:release:id")
+    assert "pip install 'vsp-assert[sae-lens]'" in str(err.value)
+    with pytest.raises(SAEError, match="names a release and an SAE id"):
+        load_sae("sae-lens:only-a-release")

@@ -394,12 +394,50 @@ def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
     )
 
 
+SAELENS_PREFIX = "sae-lens:"
+
+
+def _from_saelens_registry(ref: str, hook_layer: str | None) -> SAE:
+    """An SAE from SAELens' pretrained registry (``"sae-lens:RELEASE:SAE_ID"``), via the optional extra."""
+    release, _, sae_id = ref.partition(":")
+    source = SAELENS_PREFIX + ref
+    if not release or not sae_id:
+        raise SAEError("a registry reference names a release and an SAE id", file=source, received=ref,
+                       allowed="sae-lens:RELEASE:SAE_ID")
+    try:
+        import sae_lens
+    except ImportError:
+        raise SAEError("loading from the SAELens registry needs the optional 'sae-lens' extra", file=source,
+                       fix="pip install 'vsp-assert[sae-lens]', or save the SAE as a folder") from None
+    try:
+        loaded = sae_lens.SAE.from_pretrained(release, sae_id, device="cpu")
+    except Exception as exc:  # SAELens raises its own and hub errors; one line is what the user needs
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SAEError(f"SAELens could not load it ({reason})", file=source, received=ref,
+                       fix="check the release and SAE id against SAELens' pretrained SAE list") from None
+    their = loaded[0] if isinstance(loaded, tuple) else loaded  # older SAELens returns (sae, cfg, sparsity)
+    raw = their.cfg.to_dict()
+    cfg = SAEConfig.from_dict(raw, source=source)
+    weights = {name: tensor.detach().cpu() for name, tensor in their.state_dict().items()}
+    metadata = raw.get("metadata") or {}
+    return SAE(cfg, weights, hook_layer=hook_layer or metadata.get("hook_name") or cfg.hook_name,
+               model_name=metadata.get("model_name"))
+
+
 def load_sae(path: str | os.PathLike[str], *, device: str | torch.device | None = None,
-             dtype: torch.dtype | None = None) -> SAE:
+             dtype: torch.dtype | None = None, hook_layer: str | None = None) -> SAE:
     """Load an SAE folder in the SAELens format (plus the optional ``vsp_assert.json`` sidecar).
 
-    ``path`` may be ``"shapes"`` for the SAE shipped with the shapes-world model.
+    ``path`` may be ``"shapes"`` for the SAE shipped with the shapes-world model, or
+    ``"sae-lens:RELEASE:SAE_ID"`` for an SAE of SAELens' pretrained registry (needs the optional ``sae-lens``
+    extra and network access to its hub). ``hook_layer`` overrides the module path the SAE reads (needed for
+    registry SAEs, whose hook names are TransformerLens names, not module paths).
     """
+    if str(path).startswith(SAELENS_PREFIX):
+        sae = _from_saelens_registry(str(path)[len(SAELENS_PREFIX):], hook_layer)
+        if device is not None or dtype is not None:
+            sae = sae.to(device=device, dtype=dtype)
+        return sae.eval()
     if str(path) == "shapes":
         from .shapes import SAE_DIR
 
@@ -423,7 +461,7 @@ def load_sae(path: str | os.PathLike[str], *, device: str | torch.device | None 
     sae = SAE(
         cfg,
         weights,
-        hook_layer=sidecar.hook_layer or cfg.hook_name,
+        hook_layer=hook_layer or sidecar.hook_layer or cfg.hook_name,
         labels=labels,
         model_name=sidecar.model,
         path=folder,
