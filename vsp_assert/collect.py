@@ -143,18 +143,22 @@ def baseline_store(config: pytest.Config) -> Any:
 
 def case_properties(result: CaseResult) -> list[tuple[str, Any]]:
     """Key figures of a case for JUnit XML properties (``record_property``-style)."""
-    trace = result.trace
+    return trace_properties(result.trace, result.records)
+
+
+def trace_properties(trace: Any, records: list[Any]) -> list[tuple[str, Any]]:
+    """Key figures of a trace and its assertion records, as JUnit XML properties."""
     props: list[tuple[str, Any]] = [
         ("vsp_answer", trace.answer),
         ("vsp_answer_prob", float(f"{trace.answer_prob:.6g}")),
-        ("vsp_checks", len(result.records)),
-        ("vsp_failed_checks", len(result.failures)),
+        ("vsp_checks", len(records)),
+        ("vsp_failed_checks", sum(1 for r in records if not r.passed)),
     ]
     labels = trace.labels
     if trace.n_tokens:
         top = trace.top_concepts(0, 3)
         props.append(("vsp_top_concepts", ", ".join(labels.display(i) if labels else f"#{i}" for i, _ in top)))
-    for r in result.records:
+    for r in records:
         if r.intervention is not None:
             props.append((f"vsp_drop[{r.description}]", float(f"{r.intervention.drop:.6g}")))
     return props

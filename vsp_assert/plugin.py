@@ -76,6 +76,10 @@ def scratchpad(vsp_model: Any, vsp_sae: Any, vsp_config: VspConfig) -> Any:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    if call.when == "call":
+        from .report_hooks import record_properties
+
+        record_properties(item, call)  # before the report copies the item's user properties
     report = yield
     if call.when == "call":
         from .report_hooks import decorate_report

@@ -20,6 +20,16 @@ def _pads(config: pytest.Config) -> list[Any]:
     return [v for k, v in vsp_config(config).cache.items() if k.startswith("pad::")]
 
 
+def record_properties(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
+    """JUnit XML properties of a Python test whose concept assertion failed (YAML items record their own)."""
+    from .assertions import ConceptAssertionError
+    from .collect import trace_properties
+
+    if call.excinfo is not None and isinstance(call.excinfo.value, ConceptAssertionError):
+        trace = call.excinfo.value.trace
+        item.user_properties.extend(trace_properties(trace, trace.records))
+
+
 def decorate_report(item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport) -> None:
     from .assertions import ConceptAssertionError
     from .errors import VspError

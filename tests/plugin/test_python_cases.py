@@ -48,3 +48,15 @@ def test_show_prints_heatmap_for_passing_tests(vsp, saved):
     shown = vsp.runpytest("-rP", "--vsp-show")
     shown.assert_outcomes(passed=1)
     shown.stdout.fnmatch_lines(["*vsp-assert*", "*token-latent heatmap*"])
+
+
+def test_failing_python_case_records_junit_properties(vsp, saved):
+    vsp.makepyfile(test_props="""
+        def test_bad(scratchpad):
+            scratchpad.run("img.png", "what color is the square ?").assert_answer("not this")
+    """)
+    vsp.runpytest("--junitxml=out.xml").assert_outcomes(failed=1)
+    import xml.etree.ElementTree as ET
+
+    props = {p.get("name"): p.get("value") for p in ET.parse(vsp.path / "out.xml").iter("property")}
+    assert props["vsp_answer"] == saved["answer"] and props["vsp_failed_checks"] == "1"
