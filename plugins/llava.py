@@ -24,7 +24,7 @@ from vsp_assert.errors import InputError, ModelError
 @register_adapter
 class LlavaAdapter(Adapter):
     family = "llava"
-    model_types = ("llava",)
+    model_types: ClassVar[tuple[str, ...]] = ("llava",)
     model_class: ClassVar[str] = "LlavaForConditionalGeneration"  # the transformers class subclasses change
     vision_once = True  # CLIP layers after the hook and the projector are batch-first: expand at the hook
     #: Extra keyword arguments of the processor call in :meth:`prepare` (a family pins options it relies on).

@@ -69,7 +69,8 @@ class Adapter(ABC):
     vision_once: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module, processor: Any) -> None:
-        self.model = model
+        # Any: a family's model class is reached through attributes that transformers defines dynamically
+        self.model: Any = model
         self.processor = processor
 
     # -------------------------------------------------------------- loading

@@ -97,18 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
-    try:
-        from .shapes.cli import add_commands as add_shapes
-    except ImportError:  # pragma: no cover - the shapes package is part of every install
-        add_shapes = None
-    if add_shapes is not None:
-        add_shapes(sub)
-    try:
-        from .compare import add_commands as add_compare
-    except ImportError:
-        add_compare = None
-    if add_compare is not None:
-        add_compare(sub)
+    from .compare import add_commands as add_compare
+    from .shapes.cli import add_commands as add_shapes
+
+    add_shapes(sub)
+    add_compare(sub)
     return parser
 
 

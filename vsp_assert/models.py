@@ -21,14 +21,16 @@ from torch import nn
 from .adapters import Adapter, adapter_for
 from .errors import ModelError
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "auto": "auto"}
+_DTYPES: dict[str, torch.dtype | str] = {
+    "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "auto": "auto",
+}
 
 
 @dataclass
 class LoadedModel:
     """A model, its processor and its family adapter, ready for :class:`~vsp_assert.Scratchpad`."""
 
-    model: nn.Module
+    model: Any  # the transformers model (an nn.Module whose submodules are reached by family-specific names)
     processor: Any
     adapter: Adapter
     name: str

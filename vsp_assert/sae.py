@@ -167,6 +167,7 @@ class SAE(nn.Module):
     W_dec: nn.Parameter
     b_enc: nn.Parameter
     b_dec: nn.Parameter
+    threshold: nn.Parameter  # jumprelu only
 
     def __init__(
         self,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -78,7 +78,7 @@ def tiny_llava(
     heads: int = 4,
     kv_heads: int = 2,
     vision_feature_layer: int = -1,
-    select_strategy: str = "default",
+    select_strategy: Literal["default", "full"] = "default",
     max_positions: int = 512,
 ) -> LoadedModel:
     """A random-weight ``LlavaForConditionalGeneration`` with a working processor, wrapped for the engine."""
