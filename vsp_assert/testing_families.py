@@ -122,15 +122,19 @@ def _tiny_qwen(version: str, *, seed: int, patch_size: int, max_pixels: int) -> 
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     if version == "2":
-        from transformers import Qwen2VLConfig as Config
-        from transformers import Qwen2VLForConditionalGeneration as Model
-        from transformers import Qwen2VLProcessor as Processor
+        from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+
+        Config: Any = Qwen2VLConfig
+        Model: Any = Qwen2VLForConditionalGeneration
+        Processor: Any = Qwen2VLProcessor
 
         vision: dict[str, Any] = {"depth": 2, "embed_dim": _WIDTH, "hidden_size": _WIDTH, "num_heads": _HEADS}
     else:
-        from transformers import Qwen2_5_VLConfig as Config
-        from transformers import Qwen2_5_VLForConditionalGeneration as Model
-        from transformers import Qwen2_5_VLProcessor as Processor
+        from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
+
+        Config = Qwen2_5_VLConfig
+        Model = Qwen2_5_VLForConditionalGeneration
+        Processor = Qwen2_5_VLProcessor
 
         # window 2 merged tokens = 4 patches: windows are smaller than the tiny images, so windowing is exercised
         vision = {"depth": 2, "hidden_size": _WIDTH, "intermediate_size": 2 * _WIDTH, "num_heads": _HEADS,
@@ -173,14 +177,14 @@ def tiny_paligemma(*, seed: int = 0, image_size: int = 16, patch_size: int = 4) 
     tok = word_tokenizer()
     n_image = (image_size // patch_size) ** 2
     image_processor = SiglipImageProcessorPil(size={"height": image_size, "width": image_size}, do_resize=True)
-    image_processor.image_seq_length = n_image
+    image_processor.image_seq_length = n_image  # type: ignore[attr-defined]  # read by PaliGemmaProcessor
     processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tok)  # adds PaliGemma's loc/seg tokens
     vision = SiglipVisionConfig(hidden_size=_WIDTH, intermediate_size=2 * _WIDTH, num_hidden_layers=2,
                                 num_attention_heads=_HEADS, image_size=image_size, patch_size=patch_size)
     text = GemmaConfig(**_text_kwargs(tok, head_dim=_WIDTH // _HEADS, max_position_embeddings=4096))
     config = PaliGemmaConfig(vision_config=vision, text_config=text, image_token_index=tok.image_token_id,
                              projection_dim=_WIDTH, hidden_size=_WIDTH)
-    config.vision_config.projection_dim = _WIDTH
+    config.vision_config.projection_dim = _WIDTH  # type: ignore[union-attr]
     torch.manual_seed(seed)
     model = PaliGemmaForConditionalGeneration(config)
     return _finish(model, processor, tok, "tiny-paligemma")

@@ -154,7 +154,7 @@ def build_config(tokenizer: PreTrainedTokenizerFast | None = None) -> LlavaConfi
     return LlavaConfig(
         vision_config=vision,
         text_config=text,
-        image_token_id=tok.convert_tokens_to_ids(IMAGE_TOKEN),
+        image_token_index=int(tok.convert_tokens_to_ids(IMAGE_TOKEN)),  # type: ignore[arg-type]
         projector_hidden_act="gelu",
         vision_feature_select_strategy="default",
         vision_feature_layer=-1,

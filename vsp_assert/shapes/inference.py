@@ -108,7 +108,7 @@ def answers(
     """The model's one-word answers (greedy)."""
     logits = answer_logits(model, enc, scenes, questions, batch_size=batch_size)
     ids = logits.argmax(-1).tolist()
-    return [enc.tokenizer.convert_ids_to_tokens(i) for i in ids]
+    return [str(enc.tokenizer.convert_ids_to_tokens(i)) for i in ids]
 
 
 def resolve_module(model: torch.nn.Module, path: str) -> torch.nn.Module:

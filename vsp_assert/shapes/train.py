@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,7 +42,8 @@ from vsp_assert.shapes.world import CONCEPTS, SHAPES
 
 def hook_layer_path(model: LlavaForConditionalGeneration) -> str:
     """Module path of the last CLIP encoder layer (what ``vision_feature_layer=-1`` feeds the projector)."""
-    n = model.config.vision_config.num_hidden_layers
+    config: Any = model.config  # transformers types sub-configs loosely
+    n = config.vision_config.num_hidden_layers
     path = f"model.vision_tower.encoder.layers.{n - 1}"
     model.get_submodule(path)  # raises if the layout differs
     return path
@@ -134,8 +136,8 @@ def answer_loss(
     if lookup is not None and lookup_weight > 0:
         # the key word: the colour word of a shape question, else the last word before "?"
         key = last - torch.tensor([4 if e.question.qtype == "shape" else 3 for e in batch])  # (B,)
-        h = lm_grabbed[0][rows, key]  # (B, d_lm)
-        loss = loss + lookup_weight * F.cross_entropy(lookup(h), ans_target)
+        key_states = lm_grabbed[0][rows, key]  # (B, d_lm)
+        loss = loss + lookup_weight * F.cross_entropy(lookup(key_states), ans_target)
     return loss, (ans_logits.argmax(-1) == ans_target).tolist()
 
 
@@ -148,8 +150,9 @@ def train_model(
     model.train()
     enc = PromptEncoder(build_tokenizer())
     rng = np.random.default_rng([TRAIN_STREAM, cfg.seed])
-    probe = torch.nn.Linear(model.config.vision_config.hidden_size, len(CONCEPTS))
-    lookup = torch.nn.Linear(model.config.text_config.hidden_size, model.config.text_config.vocab_size)
+    config: Any = model.config
+    probe = torch.nn.Linear(config.vision_config.hidden_size, len(CONCEPTS))
+    lookup = torch.nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size)
     params = list(model.named_parameters()) + [(f"probe.{n}", p) for n, p in probe.named_parameters()]
     params += [(f"lookup.{n}", p) for n, p in lookup.named_parameters()]
     decay = [p for n, p in params if p.ndim >= 2 and "embed" not in n]

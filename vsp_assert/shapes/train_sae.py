@@ -168,7 +168,8 @@ def train_and_save_sae(
     path = hook_layer_path(model)
     t0 = time.perf_counter()
     scenes = uniform_scenes(SAE_STREAM, cfg.seed, cfg.n_scenes)
-    x = layer_activations(model, path, scenes).reshape(-1, model.config.vision_config.hidden_size)  # (N·64, d)
+    width = int(model.config.vision_config.hidden_size)  # type: ignore[union-attr]
+    x = layer_activations(model, path, scenes).reshape(-1, width)  # (N·64, d)
     log(f"collected {tuple(x.shape)} activations at {path} in {time.perf_counter() - t0:.0f}s")
     sae, stats = train_topk_sae(x, cfg, log=log)
 

@@ -277,8 +277,9 @@ def random_scene(
     specs: list[ShapeSpec] = []
     for attempt in range(100):  # place all objects; on a dead end start over with smaller objects
         hi = max(MIN_SIZE, MAX_SIZE - attempt // 5 * 2)
-        specs = _place(rng, picked_shapes, picked_colors, hi)
-        if specs is not None:
+        placed = _place(rng, picked_shapes, picked_colors, hi)
+        if placed is not None:
+            specs = placed
             break
     else:  # pragma: no cover - three objects of ≤ 16 px always fit in 64×64
         raise VspError("could not place objects without overlap", received=n_objects)
