@@ -45,7 +45,6 @@ class Gemma3Adapter(LlavaAdapter):
     processor_kwargs: ClassVar[dict[str, Any]] = {"do_pan_and_scan": False}
     _pooling: torch.Tensor | None = None
 
-
     def fed_layer_index(self) -> int:
         return len(self.vision_layer_paths()) - 1
 

@@ -31,7 +31,6 @@ class Idefics3Adapter(LlavaAdapter):
     model_class = "AutoModelForImageTextToText"
     vision_once = False  # the layout after the hook depends on per-image views/packing: no batch expansion
 
-
     # ------------------------------------------------------------------ vision
     def vision_layer_paths(self) -> list[str]:
         n = len(self.model.model.vision_model.encoder.layers)

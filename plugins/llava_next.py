@@ -33,7 +33,6 @@ class LlavaNextAdapter(LlavaAdapter):
     model_class = "LlavaNextForConditionalGeneration"
     vision_once = False  # the layout after the hook depends on per-image views/packing: no batch expansion
 
-
     # ------------------------------------------------------------------ views
     def views_per_image(self, inputs: dict[str, torch.Tensor] | None, hidden_rows: int, batch: int) -> list[int]:
         """Views (base + tiles) of each batch element: from ``image_sizes`` or, without inputs, an even split."""

@@ -33,8 +33,6 @@ class LlavaOnevisionAdapter(LlavaNextAdapter):
     family = "llava_onevision"
     model_types = ("llava_onevision",)
     model_class = "LlavaOnevisionForConditionalGeneration"
-    vision_once = False  # the layout after the hook depends on per-image views/packing: no batch expansion
-
 
     def _has_cls(self) -> bool:
         return False  # SigLIP

@@ -31,7 +31,6 @@ class PaliGemmaAdapter(LlavaAdapter):
     model_types = ("paligemma",)
     model_class = "PaliGemmaForConditionalGeneration"
 
-
     def fed_layer_index(self) -> int:
         return len(self.vision_layer_paths()) - 1
 

@@ -35,7 +35,6 @@ class Qwen2VLAdapter(LlavaAdapter):
     vision_once = False  # the layout after the hook depends on per-image views/packing: no batch expansion
     model_class = "Qwen2VLForConditionalGeneration"
 
-
     # ------------------------------------------------------------------ vision
     def vision_layer_paths(self) -> list[str]:
         return [f"model.visual.blocks.{i}" for i in range(len(self.model.model.visual.blocks))]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -97,3 +98,19 @@ def perturbed(saved, tmp_path_factory):
     out = tmp_path_factory.mktemp("perturbed") / "model"
     save_model(loaded, out)
     return str(out)
+
+
+@pytest.fixture
+def vsp(pytester: pytest.Pytester, saved):
+    """A throwaway pytest session configured (through its ini file) to load the saved tiny model, with the
+    test image beside it as ``img.png``."""
+    pytester.makeini(
+        f"""
+        [pytest]
+        vsp_model = {saved['model']}
+        vsp_sae = {saved['sae']}
+        vsp_max_new_tokens = 3
+        """
+    )
+    (pytester.path / "img.png").write_bytes(Path(saved["image"]).read_bytes())
+    return pytester

@@ -320,14 +320,8 @@ cases:
     assert "zebra" not in [t.strip() for t in result.trace.output_tokens]
 
 
-def test_a_project_error_inside_a_case_shows_no_traceback_unless_debug(pytester: pytest.Pytester, saved) -> None:
-    pytester.makeini(f"""
-        [pytest]
-        vsp_model = {saved['model']}
-        vsp_sae = {saved['sae']}
-        vsp_max_new_tokens = 3
-        """)
-    shutil.copy(saved["image"], pytester.path / "img.png")
+def test_a_project_error_inside_a_case_shows_no_traceback_unless_debug(vsp: pytest.Pytester) -> None:
+    pytester = vsp
     pytester.makefile(".yaml", test_range=f"""
 cases:
   - id: out-of-range

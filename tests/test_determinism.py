@@ -9,7 +9,6 @@ there, must leave no hook and no active attention recorder, and the next run mus
 from __future__ import annotations
 
 import re
-import shutil
 
 import pytest
 import torch
@@ -62,16 +61,9 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture
-def suite(pytester: pytest.Pytester, saved) -> pytest.Pytester:
-    pytester.makeini(f"""
-        [pytest]
-        vsp_model = {saved['model']}
-        vsp_sae = {saved['sae']}
-        vsp_max_new_tokens = 3
-        """)
-    shutil.copy(saved["image"], pytester.path / "img.png")
-    pytester.makefile(".yaml", test_det=_suite(saved))
-    return pytester
+def suite(vsp: pytest.Pytester, saved) -> pytest.Pytester:
+    vsp.makefile(".yaml", test_det=_suite(saved))
+    return vsp
 
 
 def _run(pytester: pytest.Pytester, *args: str, subprocess: bool = False) -> tuple[dict[str, str], bytes]:

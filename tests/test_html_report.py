@@ -262,15 +262,9 @@ cases:
 
 
 @pytest.fixture
-def session_report(pytester: pytest.Pytester, saved: dict[str, Any]) -> Path:
+def session_report(vsp: pytest.Pytester, saved: dict[str, Any]) -> Path:
     """``pytest --vsp-report out`` over a YAML file with a passing and a failing case (the saved tiny model)."""
-    pytester.makeini(f"""
-        [pytest]
-        vsp_model = {saved['model']}
-        vsp_sae = {saved['sae']}
-        vsp_max_new_tokens = 3
-    """)
-    (pytester.path / "img.png").write_bytes(Path(saved["image"]).read_bytes())
+    pytester = vsp
     pytester.makefile(".yaml", test_cases=SESSION_CASES.format(answer=saved["answer"], latent=saved["top_latent"]))
     result = pytester.runpytest("--vsp-report", "out")
     result.assert_outcomes(passed=1, failed=1)
