@@ -54,8 +54,7 @@ class Heatmap:
 
 def top_concepts(trace: Trace, token: str | int, k: int = 5) -> list[tuple[int, str, float]]:
     """``(latent, display name, score)`` of the ``k`` best latents for one output token."""
-    labels = trace.labels
-    return [(i, labels.display(i) if labels else f"#{i}", s) for i, s in trace.top_concepts(token, k)]
+    return [(i, trace.display(i), s) for i, s in trace.top_concepts(token, k)]
 
 
 def select_latents(trace: Trace, top_k: int = 5, extra: Sequence[int] = (), max_columns: int = 24) -> list[int]:
@@ -134,12 +133,11 @@ def heatmap(
                        set(extra), set(highlight_tokens))
     order, clusters = cluster_latents(contribution_patterns(trace, latents), threshold=threshold)
     ordered = [latents[i] for i in order]
-    labels = trace.labels
     values = trace.scores[:, torch.tensor(ordered)].numpy() if trace.n_tokens else np.zeros((0, len(ordered)))
     return Heatmap(
         tokens=list(trace.output_tokens),
         latents=ordered,
-        names=[(labels.name_of(i) or f"#{i}") if labels else f"#{i}" for i in ordered],
+        names=[(trace.labels.name_of(i) if trace.labels else None) or f"#{i}" for i in ordered],
         values=values.astype(np.float64),
         clusters=[clusters[i] for i in order],
         highlight_latents=set(extra),

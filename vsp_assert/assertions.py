@@ -69,7 +69,7 @@ def _norm(text: str) -> str:
 
 
 def _name(trace: Trace, ref: Any) -> str:
-    return str(ref) if not isinstance(ref, int) or trace.labels is None else trace.labels.display(ref)
+    return trace.display(ref) if isinstance(ref, int) else str(ref)
 
 
 # ---------------------------------------------------------------------- checks

@@ -56,12 +56,11 @@ def _r(x: float) -> float:
 
 def profile(trace: Trace, records: list[AssertionRecord] | None = None, top: int = RECORDED_TOP) -> dict[str, Any]:
     """The recorded profile of one trace (and the interventions among its records)."""
-    labels = trace.labels
     tokens = []
     for t, text in enumerate(trace.output_tokens):
         tokens.append({
             "text": text,
-            "top": [[labels.display(i) if labels else f"#{i}", i, _r(s)] for i, s in trace.top_concepts(t, top)],
+            "top": [[trace.display(i), i, _r(s)] for i, s in trace.top_concepts(t, top)],
         })
     interventions = []
     for r in records or []:
@@ -73,7 +72,7 @@ def profile(trace: Trace, records: list[AssertionRecord] | None = None, top: int
         "answer": trace.answer,
         "answer_prob": _r(trace.answer_prob),
         "tokens": tokens,
-        "captured": [[labels.display(i) if labels else f"#{i}", i, _r(s)] for i, s in trace.top_captured(top)],
+        "captured": [[trace.display(i), i, _r(s)] for i, s in trace.top_captured(top)],
         "interventions": sorted(interventions, key=lambda d: d["intervention"]),
     }
 

@@ -154,10 +154,9 @@ def trace_properties(trace: Any, records: list[Any]) -> list[tuple[str, Any]]:
         ("vsp_checks", len(records)),
         ("vsp_failed_checks", sum(1 for r in records if not r.passed)),
     ]
-    labels = trace.labels
     if trace.n_tokens:
         top = trace.top_concepts(0, 3)
-        props.append(("vsp_top_concepts", ", ".join(labels.display(i) if labels else f"#{i}" for i, _ in top)))
+        props.append(("vsp_top_concepts", ", ".join(trace.display(i) for i, _ in top)))
     for r in records:
         if r.intervention is not None:
             props.append((f"vsp_drop[{r.description}]", float(f"{r.intervention.drop:.6g}")))

@@ -112,10 +112,6 @@ def _token_text(text: str) -> str:
     return shown or repr(text)
 
 
-def _latent_name(trace: Trace, latent: int) -> str:
-    return trace.labels.display(latent) if trace.labels is not None else f"#{latent}"
-
-
 def _passed(records: Sequence[AssertionRecord]) -> bool:
     return all(r.passed for r in records)
 
@@ -204,7 +200,7 @@ def heatmap_html(hm: Heatmap, trace: Trace) -> str:
         classes = ["lat"] + (["hl"] if latent in hm.highlight_latents else []) + (["cb"] if starts[j] else [])
         mark = "★ " if latent in hm.highlight_latents else ""
         name = hm.names[j] if not hm.names[j].startswith("#") else ""
-        head2.append(f'<th class="{" ".join(classes)}" data-latent="{latent}" title="{_e(_latent_name(trace, latent))}'
+        head2.append(f'<th class="{" ".join(classes)}" data-latent="{latent}" title="{_e(trace.display(latent))}'
                      f'">{_e(mark + name)}<br><span class="lid">#{latent}</span></th>')
     body = []
     for t, token in enumerate(hm.tokens):
@@ -214,7 +210,7 @@ def heatmap_html(hm: Heatmap, trace: Trace) -> str:
             value = float(hm.values[t, j])
             level = abs(value) / vmax
             cb = " cb" if starts[j] else ""
-            tip = f"{_token_text(token)} × {_latent_name(trace, latent)}: {value:.4f}"
+            tip = f"{_token_text(token)} × {trace.display(latent)}: {value:.4f}"
             cells.append(f'<td class="cell{cb}" style="background:{hex_colour(level)};color:{text_colour(level)}" '
                          f'title="{_e(tip)}">{_e(format_value(value))}</td>')
         marker = "▶ " if hl else ""
@@ -247,7 +243,7 @@ def interventions_html(trace: Trace, records: Sequence[AssertionRecord]) -> str:
         if res is None:
             continue
         mark = '<span class="ok">✔</span>' if r.passed else '<span class="ko">✘</span>'
-        latents = ", ".join(_latent_name(trace, i) for i in res.latents) or "-"
+        latents = ", ".join(trace.display(i) for i in res.latents) or "-"
         rows.append(
             f"<tr><td>{mark}</td><td>{_e(res.intervention.describe())}</td><td class=\"mono\">{_e(latents)}</td>"
             f"<td>{_e(repr(res.answer_before))}</td><td>{_e(repr(res.answer_after))}</td>"
@@ -299,7 +295,7 @@ def concepts_html(trace: Trace, records: Sequence[AssertionRecord]) -> str:
             return '<p class="note">concept maps skipped: the patches do not form the recorded grid</p>'
         peak = float(fires.max()) if fires.size else 0.0
         failed = any(not r.passed for r in recs)
-        names = ", ".join(_latent_name(trace, i) for i in latents)
+        names = ", ".join(trace.display(i) for i in latents)
         checks = ", ".join(dict.fromkeys(r.kind for r in recs))
         caption = f"{concept} [{names}] · peak {peak:.2f}" + ("" if peak > 0 else " (does not fire)")
         caption += f" · {checks}{' ✘' if failed else ''}"
@@ -322,7 +318,7 @@ def case_html(index: int, nodeid: str, trace: Trace, records: Sequence[Assertion
     latents = list(dict.fromkeys(i for r in records for i in r.latents))
     tokens = sorted({t for r in (failing or records) for t in r.tokens if r.kind != "answer"})
     hm = heatmap(trace, top_k=top_k, extra=latents, highlight_tokens=tokens)
-    captured = ", ".join(f"{_latent_name(trace, i)} {s:.2f}" for i, s in trace.top_captured(6)) or "-"
+    captured = ", ".join(f"{trace.display(i)} {s:.2f}" for i, s in trace.top_captured(6)) or "-"
     image = ""
     if trace.image is not None:
         shown = fit_image(trace.image, IMAGE_BOX)

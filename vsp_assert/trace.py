@@ -70,6 +70,10 @@ class Trace:
     def n_patches(self) -> int:
         return int(self.acts.shape[0])
 
+    def display(self, latent: int) -> str:
+        """A latent's display name: ``"red#12"`` for a labelled latent, ``"#12"`` otherwise."""
+        return self.labels.display(latent) if self.labels is not None else f"#{latent}"
+
     def token_index(self, token: str | int) -> int:
         """Index of an output token given as its text (first match, whitespace-insensitive) or an int."""
         from .errors import InputError

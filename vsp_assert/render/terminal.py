@@ -160,11 +160,10 @@ def render_spatial(trace: Trace, latents: Sequence[int], token: int | None, *, s
 
 def render_top_concepts(trace: Trace, k: int = 5) -> str:
     rows = []
-    labels = trace.labels
     for t, token in enumerate(trace.output_tokens):
         tops = trace.top_concepts(t, k)
         rows.append([t, _token_label(token),
-                     ", ".join(f"{labels.display(i) if labels else f'#{i}'} {s:.2f}" for i, s in tops) or "-"])
+                     ", ".join(f"{trace.display(i)} {s:.2f}" for i, s in tops) or "-"])
     return tabulate(rows, headers=["#", "token", f"top-{k} attended concepts (score)"], tablefmt="simple")
 
 
@@ -184,7 +183,7 @@ def render_trace(
     hm = heatmap(trace, top_k=top_k, extra=highlight_latents, highlight_tokens=highlight_tokens,
                  max_columns=min(24, fit))
     captured = ", ".join(
-        f"{trace.labels.display(i) if trace.labels else f'#{i}'} {s:.2f}" for i, s in trace.top_captured(6)
+        f"{trace.display(i)} {s:.2f}" for i, s in trace.top_captured(6)
     )
     parts = [
         f"{style.bold('prompt:')} {trace.prompt}",
