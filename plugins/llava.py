@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from vsp_assert.adapters import Adapter, PatchMap, register_adapter
-from vsp_assert.errors import InputError, ModelError
+from vsp_assert.errors import ModelError
 
 
 @register_adapter
@@ -87,20 +87,18 @@ class LlavaAdapter(Adapter):
         return f"USER: <image>\n{prompt} ASSISTANT:"
 
     def prepare(self, images: Sequence[Any], prompts: Sequence[str]) -> dict[str, torch.Tensor]:
-        for prompt in prompts:
-            if not isinstance(prompt, str) or not prompt.strip():
-                raise InputError("the prompt is empty", field="prompt", received=prompt,
-                                 fix="write the question the model should answer")
-        texts = [self._chat(p) for p in prompts]
+        # prompts are checked by the Scratchpad for every family
+        return self._process(images, [self._chat(p) for p in prompts], **self.processor_kwargs)
+
+    def _process(self, images: Sequence[Any], texts: list[str], **kwargs: Any) -> dict[str, torch.Tensor]:
+        """The processor on a batch, padded on the left (the tokenizer's own setting is restored)."""
         tokenizer = self.tokenizer
         old_side = getattr(tokenizer, "padding_side", "left")
         tokenizer.padding_side = "left"
         try:
-            batch = self.processor(images=list(images), text=texts, return_tensors="pt", padding=True,
-                                   **self.processor_kwargs)
+            return dict(self.processor(images=list(images), text=texts, return_tensors="pt", padding=True, **kwargs))
         finally:
             tokenizer.padding_side = old_side
-        return dict(batch)
 
     # ------------------------------------------------------------------ mapping
     def patch_map(self, inputs: dict[str, torch.Tensor], index: int) -> PatchMap:

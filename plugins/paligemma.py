@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from vsp_assert.adapters import PatchMap, register_adapter
-from vsp_assert.errors import InputError, ModelError
+from vsp_assert.errors import ModelError
 
 from .llava import LlavaAdapter
 
@@ -38,19 +38,7 @@ class PaliGemmaAdapter(LlavaAdapter):
         return False
 
     def prepare(self, images: Sequence[Any], prompts: Sequence[str]) -> dict[str, torch.Tensor]:
-        for prompt in prompts:
-            if not isinstance(prompt, str) or not prompt.strip():
-                raise InputError("the prompt is empty", field="prompt", received=prompt,
-                                 fix="write the question the model should answer")
-        tokenizer = self.tokenizer
-        old_side = getattr(tokenizer, "padding_side", "left")
-        tokenizer.padding_side = "left"
-        try:
-            image = self.processor.image_token
-            batch = self.processor(images=list(images), text=[image + p for p in prompts], return_tensors="pt",
-                                   padding=True)
-        finally:
-            tokenizer.padding_side = old_side
+        batch = self._process(images, [self.processor.image_token + p for p in prompts])
         return {k: v for k, v in batch.items() if k != "labels"}  # labels: a training target, not an input
 
     def teacher_forced_inputs(self, inputs: dict[str, torch.Tensor], answer_ids: torch.Tensor
