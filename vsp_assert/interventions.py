@@ -116,8 +116,9 @@ def make_edit(
         x = adapter.patches_of(hidden, n, inputs)  # [B, P, d_in]
         if x.shape[0] != n:
             raise RuntimeError(f"intervention batch has {x.shape[0]} rows, expected {n}")
-        f = sae.encode(x)  # [B, P, d_sae]
-        delta = torch.zeros_like(f)
+        # rows expanded from one tower pass are identical: encode one and share it
+        f = sae.encode(x[:1]).expand(n, -1, -1) if expand else sae.encode(x)  # [B, P, d_sae]
+        delta = torch.zeros(f.shape, dtype=f.dtype, device=f.device)
         for b, row in enumerate(rows):
             if row is not None:
                 delta[b] = row.delta(f[b])
