@@ -117,16 +117,20 @@ def overhead(pad: Any, cases: list[tuple[Any, str]], k: int, repeats: int) -> di
             "bare_case_seconds": bare_s / len(cases)}
 
 
-def batching(pad: Any, image: Any, prompt: str, k: int, repeats: int) -> dict[str, float]:
+def batching(pad: Any, image: Any, prompt: str, k: int, repeats: int, rounds: int = 1) -> dict[str, float]:
     from vsp_assert import Intervention
 
     trace = pad.run(image, prompt)
     # the k latents most active on this image, so that every row of the batch really changes the model
     specs = [Intervention.ablate(int(i)) for i in trace.image_scores.topk(k).indices]
     pad.intervene(trace, specs)
-    batched = _median_time(lambda: pad.intervene(trace, specs), repeats)
-    single = _median_time(lambda: [pad.intervene(trace, [s]) for s in specs], repeats)
-    return {"batching_ratio": batched / single, "batched_seconds": batched, "one_by_one_seconds": single}
+    ratios, batched, single = [], 0.0, 0.0
+    for _ in range(rounds):  # the ratio drifts with the machine's state: report the median round and the spread
+        batched = _median_time(lambda: pad.intervene(trace, specs), repeats)
+        single = _median_time(lambda: [pad.intervene(trace, [s]) for s in specs], repeats)
+        ratios.append(batched / single)
+    return {"batching_ratio": statistics.median(ratios), "batching_ratio_range": [min(ratios), max(ratios)],
+            "batched_seconds": batched, "one_by_one_seconds": single}
 
 
 def scaling(pad: Any, sizes: list[int]) -> dict[str, Any]:
@@ -180,13 +184,14 @@ def main(argv: list[str] | None = None) -> int:
     cases = _cases(8 if args.quick else 24, seed=7)
     figures: dict[str, Any] = {"device": _device_name(args.device), "model": args.model}
     figures.update(overhead(pad, cases, k=16, repeats=3 if args.quick else 7))
-    figures.update(batching(pad, *cases[0], k=16, repeats=3 if args.quick else 7))
+    figures.update(batching(pad, *cases[0], k=16, repeats=3 if args.quick else 7, rounds=1 if args.quick else 7))
     figures.update(scaling(pad, [10, 50, 100] if args.quick else [10, 100, 1000]))
     if not args.skip_memory:
         figures.update(memory())
     rows = [
         ["overhead ratio (run + interventions ÷ bare forwards)", f"{figures['overhead_ratio']:.2f}", "≤ 1.25"],
-        ["batching ratio (16 ablations batched ÷ one by one)", f"{figures['batching_ratio']:.2f}", "≤ 0.30"],
+        ["batching ratio (16 ablations batched ÷ one by one)",
+         "{:.2f} ({:.2f}–{:.2f})".format(figures["batching_ratio"], *figures["batching_ratio_range"]), "≤ 0.30"],
     ]
     if "attention_memory_ratio" in figures:
         rows.append(["attention memory ratio (capture ÷ sdpa)", f"{figures['attention_memory_ratio']:.2f}", "≤ 1.10"])
