@@ -162,7 +162,7 @@ def test_a_case_raising_mid_intervention_leaves_the_next_one_as_in_a_fresh_sessi
     def interrupted(self, f):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(iv.ResolvedIntervention, "delta", interrupted)
+    monkeypatch.setattr(iv.EditPlan, "delta", interrupted)
     with pytest.raises(KeyboardInterrupt):
         pad.intervene(trace, [Intervention.ablate("red")])
     monkeypatch.undo()

@@ -118,15 +118,15 @@ def test_interrupt_mid_intervention_leaves_the_next_case_unaffected(pad, images,
     trace = pad.run(images[1], "shape ?")
     import vsp_assert.interventions as iv
 
-    original = iv.ResolvedIntervention.delta
+    original = iv.EditPlan.delta
 
     def interrupted(self, f):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(iv.ResolvedIntervention, "delta", interrupted)
+    monkeypatch.setattr(iv.EditPlan, "delta", interrupted)
     with pytest.raises(KeyboardInterrupt):
         pad.intervene(trace, [Intervention.ablate("red")])
-    monkeypatch.setattr(iv.ResolvedIntervention, "delta", original)
+    monkeypatch.setattr(iv.EditPlan, "delta", original)
     assert count_hooks(pad.model) == before
     again = pad.intervene(pad.run(images[1], "shape ?"), [Intervention.ablate("red")])[0]
     assert again.answer_after == reference.answer_after and again.p_after == reference.p_after

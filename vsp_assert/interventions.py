@@ -9,7 +9,8 @@ All interventions of one case run as one batched teacher-forced forward (one row
 unpatched reference row); only rows whose greedy answer diverges get one more batched ``generate`` to read
 their new answer.
 
-Shapes: hooked layer output ``[B, S, d_in]``; patch activations ``x [B, P, d_in]``; latents ``f [B, P, d_sae]``.
+Shapes: hooked layer output ``[B, S, d_in]``; patch activations ``x [B, P, d_in]``; latents ``f [B, P, d_sae]``,
+of which the edit reads only the ``u`` latents some row changes (``[B, P, u]``, see :class:`EditPlan`).
 """
 
 from __future__ import annotations
@@ -68,17 +69,70 @@ class ResolvedIntervention:
     latents: torch.Tensor
     patch_mask: torch.Tensor
 
+    @property
+    def is_noop(self) -> bool:
+        """True when it names no latent or no patch: it cannot change the model."""
+        return self.latents.numel() == 0 or not bool(self.patch_mask.any())
+
+
+@dataclass(frozen=True)
+class EditPlan:
+    """The edits of a batch, one row each, over the union of the latents any row touches.
+
+    Built once per batched forward (on the CPU, from the resolved interventions) so the hook does the same few
+    tensor operations whatever the number of rows:
+
+    - ``latents``: ``[u]`` long — the union of edited latent ids (sorted);
+    - ``cells``: ``[B, P, u]`` bool — row b changes latent ``latents[j]`` on patch p;
+    - ``use_scale``: ``[B]`` bool, ``scale``: ``[B]``, ``value``: ``[B]`` — a row's new value is
+      ``f · scale`` where ``use_scale`` and ``value`` elsewhere.
+
+    Only ``u`` latents are read and written (not ``d_sae``), so the edit costs ``B · P · u`` however wide the
+    SAE is.
+    """
+
+    latents: torch.Tensor
+    cells: torch.Tensor
+    use_scale: torch.Tensor
+    scale: torch.Tensor
+    value: torch.Tensor
+
+    @classmethod
+    def build(cls, rows: Sequence[ResolvedIntervention | None]) -> EditPlan:
+        active = [row for row in rows if row is not None and not row.is_noop]
+        union = sorted({int(i) for row in active for i in row.latents.tolist()})
+        n_patches = max((int(row.patch_mask.numel()) for row in rows if row is not None), default=0)
+        column = {latent: j for j, latent in enumerate(union)}
+        cells = torch.zeros(len(rows), n_patches, len(union), dtype=torch.bool)
+        use_scale = torch.zeros(len(rows), dtype=torch.bool)
+        scale = torch.ones(len(rows))
+        value = torch.zeros(len(rows))
+        for b, row in enumerate(rows):
+            if row is None or row.is_noop:
+                continue
+            chosen = torch.zeros(len(union), dtype=torch.bool)
+            chosen[[column[int(i)] for i in row.latents.tolist()]] = True
+            cells[b, : row.patch_mask.numel()] = row.patch_mask[:, None] & chosen[None, :]
+            if row.spec.scale is not None:
+                use_scale[b], scale[b] = True, float(row.spec.scale)
+            else:
+                value[b] = float(row.spec.value)
+        return cls(torch.tensor(union, dtype=torch.long), cells, use_scale, scale, value)
+
+    @property
+    def empty(self) -> bool:
+        return not bool(self.cells.any())
+
     def delta(self, f: torch.Tensor) -> torch.Tensor:
-        """Latent change ``[P, d_sae]`` for one batch row's latents ``f [P, d_sae]`` (on ``f``'s device)."""
-        delta = torch.zeros_like(f)
-        if self.latents.numel() == 0 or not bool(self.patch_mask.any()):
-            return delta
-        latents = self.latents.to(f.device)
-        rows = torch.nonzero(self.patch_mask).flatten().to(f.device)  # [P_sel]
-        sub = f[rows[:, None], latents[None, :]]  # [P_sel, S]
-        target = sub * self.spec.scale if self.spec.scale is not None else torch.full_like(sub, self.spec.value)
-        delta[rows[:, None], latents[None, :]] = target - sub
-        return delta
+        """The change ``[B, P, u]`` of the planned latents, from their activations ``f [B | 1, P, u]``."""
+        device, dtype = f.device, f.dtype
+        cells = self.cells.to(device)
+        n_patches = min(cells.shape[1], f.shape[1])
+        f, cells = f[:, :n_patches], cells[:, :n_patches]
+        scaled = f * self.scale.to(device, dtype)[:, None, None]  # [B, P, u]
+        target = torch.where(self.use_scale.to(device)[:, None, None], scaled,
+                             self.value.to(device, dtype)[:, None, None])
+        return torch.where(cells, target - f, torch.zeros((), dtype=dtype, device=device))
 
 
 def resolve(spec: Intervention, labels: Any, n_patches: int) -> ResolvedIntervention:
@@ -104,27 +158,32 @@ def make_edit(
 
     ``inputs``: the model inputs of the edited forward, for families whose patch layout per element depends on
     them (several views, packed sequences); see :meth:`vsp_assert.adapters.Adapter.patches_of`.
-    Returns ``None`` (no change at all) when every delta is zero, so no-op interventions are exact.
+    Returns ``None`` (no change at all) when every delta is zero, so no-op interventions are exact; a row left
+    untouched gets ``x + 0`` and is exact too.
     """
 
     n = len(rows)
+    plan = EditPlan.build(rows)
 
     def edit(hidden: torch.Tensor) -> torch.Tensor | None:  # hidden: the hooked layer's output
         expand = getattr(adapter, "vision_once", False) and hidden.shape[0] == 1 and n > 1
         if expand:  # the tower ran once for the whole batch: every row starts from the same activations
             hidden = hidden.expand(n, *hidden.shape[1:]).contiguous()
+        if plan.empty:
+            return hidden if expand else None
         x = adapter.patches_of(hidden, n, inputs)  # [B, P, d_in]
         if x.shape[0] != n:
             raise RuntimeError(f"intervention batch has {x.shape[0]} rows, expected {n}")
+        latents = plan.latents.to(x.device)
         # rows expanded from one tower pass are identical: encode one and share it
-        f = sae.encode(x[:1]).expand(n, -1, -1) if expand else sae.encode(x)  # [B, P, d_sae]
-        delta = torch.zeros(f.shape, dtype=f.dtype, device=f.device)
-        for b, row in enumerate(rows):
-            if row is not None:
-                delta[b] = row.delta(f[b])
+        f = sae.encode(x[:1] if expand else x)[..., latents]  # [B | 1, P, u]
+        delta = plan.delta(f)  # [B, P', u]
         if not bool(delta.any()):
             return hidden if expand else None
-        return adapter.with_patches(hidden, x + sae.decoder_delta(delta, x).to(x.dtype), inputs)
+        change = sae.decoder_delta(delta, x[:, : delta.shape[1]], latents=latents).to(x.dtype)  # [B, P', d_in]
+        if change.shape[1] < x.shape[1]:
+            change = torch.nn.functional.pad(change, (0, 0, 0, x.shape[1] - change.shape[1]))
+        return adapter.with_patches(hidden, x + change, inputs)
 
     return edit
 

@@ -288,11 +288,18 @@ class SAE(nn.Module):
             out = out * scale + shift
         return out
 
-    def decoder_delta(self, delta_f: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def decoder_delta(
+        self, delta_f: torch.Tensor, x: torch.Tensor, latents: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The change of the reconstruction, in the input space of ``x``, caused by changing latents by
         ``delta_f[..., d_sae]``. This is what an intervention adds to the hooked activations (the SAE error
-        term is kept): ``z' = z + delta_f @ W_dec`` (times the normalisation scale where there is one)."""
-        out = delta_f.to(self.W_dec.dtype) @ self.W_dec  # [..., d_in]
+        term is kept): ``z' = z + delta_f @ W_dec`` (times the normalisation scale where there is one).
+
+        ``latents``: ``[u]`` long. When given, ``delta_f`` is ``[..., u]`` and holds the change of those latents
+        only (every other latent unchanged); the product then reads ``u`` decoder rows instead of ``d_sae``.
+        """
+        w_dec = self.W_dec if latents is None else self.W_dec[latents.to(self.W_dec.device)]  # [d_sae | u, d_in]
+        out = delta_f.to(w_dec.dtype) @ w_dec  # [..., d_in]
         if self._normalises:
             _, undo = self._norm_in(x.to(self.W_dec.dtype))
             assert undo is not None

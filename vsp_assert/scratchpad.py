@@ -244,30 +244,25 @@ class Scratchpad:
         self.stats["intervention_forward"] += 1
         logits = out.logits.float()  # [K+1, T+1, V]
         logp = torch.log_softmax(logits, dim=-1)
-        if T:
-            tok_logp = logp[:, :T].gather(2, answer_ids[None, :, None].expand(k + 1, T, 1))[..., 0]  # [K+1, T]
-        else:
-            tok_logp = torch.zeros(k + 1, 0, device=logits.device)
-        p_answer = tok_logp.sum(1).exp().cpu()  # [K+1]
+        tok_logp = logp[:, :T].gather(2, answer_ids[None, :, None].expand(k + 1, T, 1))[..., 0]  # [K+1, T]
+        p_answer = tok_logp.sum(1).exp().tolist()  # [K+1]
+        token_p = tok_logp.exp().tolist()  # [K+1][T]
         greedy = logits.argmax(-1)  # [K+1, T+1]
+        same = (greedy[:, :T] == answer_ids[None, :]).all(1)  # [K+1]
         ended = trace._sequence is not None and trace._sequence.numel() > trace._prompt_len + T
-        eos = self.adapter.eos_token_ids()
-        diverged = []
-        for r in range(1, k + 1):
-            same = bool((greedy[r, :T] == answer_ids).all())
-            if same and ended:
-                same = int(greedy[r, T]) in eos
-            if not same:
-                diverged.append(r)
+        if ended:  # the original answer stopped: the patched one must stop at the same place
+            eos = torch.tensor(sorted(self.adapter.eos_token_ids()), dtype=greedy.dtype, device=greedy.device)
+            same &= torch.isin(greedy[:, T], eos)
+        diverged = [r for r, kept in enumerate(same.tolist()) if r and not kept]
         results = [
             InterventionResult(
                 intervention=spec.spec,
                 latents=spec.latents.tolist(),
                 answer_before=trace.answer,
-                p_before=float(p_answer[0]),
-                p_after=float(p_answer[r]),
+                p_before=p_answer[0],
+                p_after=p_answer[r],
                 changed=r in diverged,
-                token_p_after=tok_logp[r].exp().cpu().tolist(),
+                token_p_after=token_p[r],
             )
             for r, spec in enumerate(specs, start=1)
         ]
