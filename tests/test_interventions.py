@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from vsp_assert import Intervention, Scratchpad
 from vsp_assert.errors import InputError
 from vsp_assert.hooks import count_hooks, forward_hook
 from vsp_assert.interventions import make_edit, resolve
+from vsp_assert.sae import SAE
 
 
 def forward_logits(loaded, inputs, edit=None, module=None):
@@ -184,3 +187,69 @@ def test_new_answers_are_generated_once_and_only_when_read(tiny, tiny_sae, image
     for spec, result in zip([everything, half], results[1:]):
         alone = pad.intervene(trace, [spec])[0]  # the same row in another batch: same greedy answer
         assert alone.changed == result.changed and alone.answer_after == result.answer_after
+
+
+def dense_edit(sae, x, specs):
+    """The definition, written out over all d_sae latents: ``x + (f' − f) @ W_dec`` per row."""
+    f = sae.encode(x)  # [B, P, d_sae]
+    new = f.clone()
+    for b, spec in enumerate(specs):
+        if spec is None:
+            continue
+        for p in torch.nonzero(spec.patch_mask).flatten().tolist():
+            for j in spec.latents.tolist():
+                new[b, p, j] = f[b, p, j] * spec.spec.scale if spec.spec.scale is not None else spec.spec.value
+    return x + sae.decoder_delta(new - f, x)
+
+
+row_specs = st.one_of(
+    st.none(),
+    st.builds(
+        lambda latents, how, amount, patches: (latents, how, amount, patches),
+        st.lists(st.integers(0, 63), min_size=0, max_size=5),
+        st.sampled_from(["ablate", "scale", "value"]),
+        st.floats(-3, 3, allow_nan=False, width=32),
+        st.none() | st.lists(st.integers(0, 15), min_size=1, max_size=16, unique=True),
+    ),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(row_specs, min_size=1, max_size=6))
+def test_batched_edit_equals_the_dense_definition(pad, rows):
+    specs = []
+    for row in rows:
+        if row is None:
+            specs.append(None)
+            continue
+        latents, how, amount, patches = row
+        spec = {"ablate": Intervention.ablate(*latents, patches=patches),
+                "scale": Intervention.steer(*latents, scale=amount, patches=patches),
+                "value": Intervention.steer(*latents, value=amount, patches=patches)}[how]
+        specs.append(resolve(spec, pad.labels, 16))
+    hidden = torch.randn(len(specs), 17, pad.sae.d_in)  # CLS + 16 patches
+    edited = make_edit(pad.sae, pad.adapter, specs)(hidden.clone())
+    edited = hidden if edited is None else edited
+    expected = dense_edit(pad.sae, hidden[:, 1:], specs)
+    assert torch.equal(edited[:, 0], hidden[:, 0])  # CLS is never edited
+    torch.testing.assert_close(edited[:, 1:], expected, rtol=1e-5, atol=1e-5)
+    for b, spec in enumerate(specs):  # rows without a change come back bit for bit
+        if spec is None or spec.is_noop:
+            assert torch.equal(edited[b], hidden[b])
+
+
+def test_the_edit_reads_only_the_latents_it_changes(pad, images, monkeypatch):
+    # a real SAE has 16k-64k latents: the edit must not build or multiply a [rows, patches, d_sae] delta
+    widths = []
+    original = SAE.decoder_delta
+
+    def spy(self, delta_f, x, latents=None):
+        widths.append(delta_f.shape[-1])
+        return original(self, delta_f, x, latents)
+
+    monkeypatch.setattr(SAE, "decoder_delta", spy)
+    trace = pad.run(images[0], "what color is the square ?")
+    top = trace.image_scores.topk(3).indices.tolist()
+    pad.intervene(trace, [Intervention.ablate(top[0]), Intervention.ablate(top[0], top[1]),
+                          Intervention.steer(top[2], scale=2.0)])
+    assert widths == [3]
