@@ -24,6 +24,7 @@ from .hooks import forward_hook, get_module
 from .images import load_image
 from .interventions import Intervention, InterventionResult, ResolvedIntervention, make_edit, resolve
 from .models import LoadedModel
+from .preprocess import ImageCache
 from .sae import SAE
 from .trace import Trace
 
@@ -73,6 +74,8 @@ class Scratchpad:
         self.max_new_tokens = max_new_tokens
         self.stats: Counter[str] = Counter()
         self.history: list[Trace] | None = None  # set to a list to keep every trace (the plugin's --vsp-show)
+        #: preprocessed images, reused when another case asks about the same image (see vsp_assert.preprocess)
+        self.image_cache = ImageCache()
 
     @property
     def model(self) -> Any:
@@ -104,7 +107,9 @@ class Scratchpad:
         if max_new < 1:
             raise InputError("max_new_tokens must be at least 1", field="max_new_tokens", received=max_new)
         pil = [load_image(img) for img in images]
-        inputs = self._to_device(self.adapter.prepare(pil, list(prompts)))
+        with self.image_cache.serving(self.adapter.processor):
+            prepared = self.adapter.prepare(pil, list(prompts))
+        inputs = self._to_device(prepared)
         self._check_length(inputs, max_new)
         maps = [self.adapter.patch_map(inputs, b) for b in range(len(pil))]
         n_img = max(m.image_positions.numel() for m in maps)

@@ -281,3 +281,20 @@ def test_duplicate_registration_is_refused(monkeypatch):
     with pytest.raises(ModelError, match="model_type 'qwen2_vl' already has an adapter"):
         register_adapter(Impostor)
     assert adapters._REGISTRY["qwen2_vl"].family == "qwen2_vl"
+
+
+def test_a_shared_image_is_preprocessed_once_with_the_same_inputs(family, images):
+    loaded, pad = family
+    cache = pad.image_cache
+    cache.clear()
+    uncached = [loaded.adapter.prepare([images[1]], [p]) for p in PROMPTS[:2]]
+    hits = cache.hits
+    cached = []
+    for prompt in PROMPTS[:2]:
+        with cache.serving(loaded.adapter.processor):
+            cached.append(loaded.adapter.prepare([images[1]], [prompt]))
+    assert cache.hits - hits == 1, "the second prompt about the same image reuses its preprocessing"
+    for plain, served in zip(uncached, cached):
+        assert plain.keys() == served.keys()
+        for key in plain:
+            assert torch.equal(torch.as_tensor(plain[key]), torch.as_tensor(served[key])), key
