@@ -76,7 +76,9 @@ class AttentionRecorder:
         """All records as ``[layers, steps, B, H, R, N_img]`` (layers in ascending order)."""
         layers = sorted(self.records)
         n = self.steps()
-        return torch.stack([torch.stack(self.records[layer][:n]) for layer in layers])
+        # with device_map="auto" the LM's layers sit on several devices: gather on the first layer's
+        device = self.records[layers[0]][0].device
+        return torch.stack([torch.stack([r.to(device) for r in self.records[layer][:n]]) for layer in layers])
 
 
 def image_attention_rows(

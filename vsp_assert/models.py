@@ -70,9 +70,19 @@ def load_model(
 ) -> LoadedModel:
     """Load a VLM checkpoint (folder or hub id) or ``"shapes"`` and its family adapter.
 
-    ``from_pretrained_kwargs`` go to the model class's ``from_pretrained`` unchanged (``device_map="auto"`` for
-    multi-GPU, ``trust_remote_code=True`` only if you want it).
+    ``device="auto"`` spreads the model over the visible GPUs (``device_map="auto"``, needs ``accelerate``);
+    ``from_pretrained_kwargs`` go to the model class's ``from_pretrained`` unchanged (``trust_remote_code=True``
+    only if you want it).
     """
+    if str(device) == "auto":
+        import importlib.util
+
+        if importlib.util.find_spec("accelerate") is None:
+            raise ModelError("device 'auto' places the model with accelerate, which is not installed",
+                             field="device", received="auto", allowed="cpu, cuda, cuda:N, or auto with accelerate",
+                             fix="pip install accelerate")
+        from_pretrained_kwargs.setdefault("device_map", "auto")
+        device = None
     name = str(name_or_path)
     if name == "shapes":
         from .shapes import MODEL_DIR

@@ -439,8 +439,11 @@ def load_sae(path: str | os.PathLike[str], *, device: str | torch.device | None 
     ``path`` may be ``"shapes"`` for the SAE shipped with the shapes-world model, or
     ``"sae-lens:RELEASE:SAE_ID"`` for an SAE of SAELens' pretrained registry (needs the optional ``sae-lens``
     extra and network access to its hub). ``hook_layer`` overrides the module path the SAE reads (needed for
-    registry SAEs, whose hook names are TransformerLens names, not module paths).
+    registry SAEs, whose hook names are TransformerLens names, not module paths). ``device="auto"`` (a model
+    spread over several devices) leaves the SAE where it loads: the Scratchpad puts it beside the hooked layer.
     """
+    if str(device) == "auto":
+        device = None
     if str(path).startswith(SAELENS_PREFIX):
         sae = _from_saelens_registry(str(path)[len(SAELENS_PREFIX):], hook_layer)
         if device is not None or dtype is not None:

@@ -63,7 +63,9 @@ class Scratchpad:
                 allowed=str(width),
                 fix="use the SAE trained on this model's vision layer",
             )
-        self.sae = sae.to(model.device)
+        # beside the hooked layer (with device_map="auto" that need not be the device of the model's inputs)
+        hook_params = next(self.hook_module.parameters(), None)
+        self.sae = sae.to(hook_params.device if hook_params is not None else model.device)
         n_layers = self.adapter.lm_num_layers()
         layers = list(range(n_layers)) if attention_layers is None else list(attention_layers)
         bad = [i for i in layers if not isinstance(i, int) or not -n_layers <= i < n_layers]
@@ -248,6 +250,7 @@ class Scratchpad:
             )
         self.stats["intervention_forward"] += 1
         logits = out.logits.float()  # [K+1, T+1, V]
+        answer_ids = answer_ids.to(logits.device)  # the LM head may sit on another device (device_map="auto")
         logp = torch.log_softmax(logits, dim=-1)
         tok_logp = logp[:, :T].gather(2, answer_ids[None, :, None].expand(k + 1, T, 1))[..., 0]  # [K+1, T]
         p_answer = tok_logp.sum(1).exp().tolist()  # [K+1]
