@@ -253,3 +253,37 @@ def test_the_edit_reads_only_the_latents_it_changes(pad, images, monkeypatch):
     pad.intervene(trace, [Intervention.ablate(top[0]), Intervention.ablate(top[0], top[1]),
                           Intervention.steer(top[2], scale=2.0)])
     assert widths == [3]
+
+
+def test_the_edit_never_reads_a_value_back_from_the_device(pad, images, monkeypatch):
+    # on a GPU any such read is a synchronisation in the middle of the forward
+    from torch.overrides import TorchFunctionMode
+
+    import vsp_assert.scratchpad as scratchpad
+
+    host_reads = {"__bool__", "item", "tolist", "__int__", "__float__", "__index__", "cpu", "numpy"}
+    seen: list[str] = []
+
+    class Spy(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            seen.append(getattr(func, "__name__", str(func)))
+            return func(*args, **(kwargs or {}))
+
+    real_make_edit = scratchpad.make_edit
+
+    def spied_make_edit(*args, **kwargs):
+        edit = real_make_edit(*args, **kwargs)
+
+        def spied(hidden):
+            with Spy():
+                return edit(hidden)
+
+        return spied
+
+    monkeypatch.setattr(scratchpad, "make_edit", spied_make_edit)
+    trace = pad.run(images[0], "what color is the square ?")
+    top = trace.image_scores.topk(4).indices.tolist()
+    pad.intervene(trace, [Intervention.ablate(top[0]), Intervention.steer(top[1], scale=3.0),
+                          Intervention.ablate(top[2], patches=[0, 5]), Intervention.ablate()])
+    assert seen, "the spy saw the edit run"
+    assert not host_reads & set(seen), sorted(host_reads & set(seen))

@@ -96,9 +96,11 @@ class EditPlan:
     use_scale: torch.Tensor
     scale: torch.Tensor
     value: torch.Tensor
+    empty: bool  # no row changes anything (known on the host, so the hook never asks the device)
 
     @classmethod
-    def build(cls, rows: Sequence[ResolvedIntervention | None]) -> EditPlan:
+    def build(cls, rows: Sequence[ResolvedIntervention | None], device: torch.device | str = "cpu") -> EditPlan:
+        """The plan for ``rows``, its tensors on ``device`` (the hooked layer's, so the hook copies nothing)."""
         active = [row for row in rows if row is not None and not row.is_noop]
         union = sorted({int(i) for row in active for i in row.latents.tolist()})
         n_patches = max((int(row.patch_mask.numel()) for row in rows if row is not None), default=0)
@@ -117,11 +119,8 @@ class EditPlan:
                 use_scale[b], scale[b] = True, float(row.spec.scale)
             else:
                 value[b] = float(row.spec.value)
-        return cls(torch.tensor(union, dtype=torch.long), cells, use_scale, scale, value)
-
-    @property
-    def empty(self) -> bool:
-        return not bool(self.cells.any())
+        return cls(torch.tensor(union, dtype=torch.long, device=device), cells.to(device), use_scale.to(device),
+                   scale.to(device), value.to(device), empty=not bool(cells.any()))
 
     def delta(self, f: torch.Tensor) -> torch.Tensor:
         """The change ``[B, P, u]`` of the planned latents, from their activations ``f [B | 1, P, u]``."""
@@ -158,12 +157,13 @@ def make_edit(
 
     ``inputs``: the model inputs of the edited forward, for families whose patch layout per element depends on
     them (several views, packed sequences); see :meth:`vsp_assert.adapters.Adapter.patches_of`.
-    Returns ``None`` (no change at all) when every delta is zero, so no-op interventions are exact; a row left
-    untouched gets ``x + 0`` and is exact too.
+    Returns ``None`` (the output untouched) when no row names a latent and a patch; a row whose latents do not
+    fire, or that is left untouched, gets ``x + 0`` and is exact too. The edit never reads a value back to the
+    host: no device synchronisation inside the forward (its plan is built on the CPU beforehand).
     """
 
     n = len(rows)
-    plan = EditPlan.build(rows)
+    plan = EditPlan.build(rows, device=sae.W_dec.device)
 
     def edit(hidden: torch.Tensor) -> torch.Tensor | None:  # hidden: the hooked layer's output
         expand = getattr(adapter, "vision_once", False) and hidden.shape[0] == 1 and n > 1
@@ -177,9 +177,7 @@ def make_edit(
         latents = plan.latents.to(x.device)
         # rows expanded from one tower pass are identical: encode one and share it
         f = sae.encode(x[:1] if expand else x)[..., latents]  # [B | 1, P, u]
-        delta = plan.delta(f)  # [B, P', u]
-        if not bool(delta.any()):
-            return hidden if expand else None
+        delta = plan.delta(f)  # [B, P', u]; zero where nothing changes, so x + change is then x exactly
         change = sae.decoder_delta(delta, x[:, : delta.shape[1]], latents=latents).to(x.dtype)  # [B, P', d_in]
         if change.shape[1] < x.shape[1]:
             change = torch.nn.functional.pad(change, (0, 0, 0, x.shape[1] - change.shape[1]))

@@ -110,14 +110,14 @@ class Scratchpad:
             raise InputError("max_new_tokens must be at least 1", field="max_new_tokens", received=max_new)
         pil = [load_image(img) for img in images]
         with self.image_cache.serving(self.adapter.processor):
-            prepared = self.adapter.prepare(pil, list(prompts))
+            prepared = self.adapter.prepare(pil, list(prompts))  # on the CPU: layouts are read from here
         inputs = self._to_device(prepared)
-        self._check_length(inputs, max_new)
-        maps = [self.adapter.patch_map(inputs, b) for b in range(len(pil))]
+        self._check_length(prepared, max_new)
+        maps = [self.adapter.patch_map(prepared, b) for b in range(len(pil))]
         n_img = max(m.image_positions.numel() for m in maps)
         positions = torch.stack(
             [torch.nn.functional.pad(m.image_positions, (0, n_img - m.image_positions.numel())) for m in maps]
-        )  # [B, N_img]
+        ).to(self.loaded.device)  # [B, N_img], moved once: the attention reads it at every layer and step
         captured: dict[str, torch.Tensor] = {}
 
         def grab(hidden: torch.Tensor) -> None:  # [B, S, d_vision], once: the vision tower runs at prefill
@@ -144,7 +144,7 @@ class Scratchpad:
         traces = []
         for b in range(len(pil)):
             traces.append(
-                self._trace(b, pil[b], prompts[b], inputs, maps[b], captured["z"], len(pil), records, logits,
+                self._trace(b, pil[b], prompts[b], prepared, maps[b], captured["z"], len(pil), records, logits,
                             out.sequences[b], prompt_len)
             )
         if self.history is not None:
@@ -163,7 +163,7 @@ class Scratchpad:
         b: int,
         image: Any,
         prompt: str,
-        inputs: dict[str, torch.Tensor],
+        inputs: dict[str, torch.Tensor],  # the batch's inputs on the CPU (the trace keeps its own element)
         pmap: PatchMap,
         z: torch.Tensor,  # the hooked layer's output ([B, S, d_vision] for LLaVA)
         z_batch: int,
@@ -235,13 +235,13 @@ class Scratchpad:
         k = len(specs)
         T = trace.n_tokens
         device = self.loaded.device
-        prompt_ids = trace._inputs["input_ids"].to(device)  # [1, L]
         answer_ids = trace.output_ids.to(device)  # [T]
-        single = self.adapter.teacher_forced_inputs(dict(trace._inputs, input_ids=prompt_ids), answer_ids)
-        batch = self._to_device(self.adapter.intervention_inputs(single, k + 1))  # input_ids [K+1, L+T], extras
+        single = self.adapter.teacher_forced_inputs(dict(trace._inputs), trace.output_ids)  # CPU, [1, L + T]
+        layout = self.adapter.intervention_inputs(single, k + 1)  # input_ids [K+1, L+T], extras; on the CPU
+        batch = self._to_device(layout)
         teacher = batch["input_ids"]
         rows: list[ResolvedIntervention | None] = [None, *specs]
-        edit = make_edit(self.sae, self.adapter, rows, batch)
+        edit = make_edit(self.sae, self.adapter, rows, layout)  # the hook reads the layout on the host: no sync
         with forward_hook(self.hook_module, edit), torch.inference_mode():
             out = self.model(
                 **batch,
@@ -298,9 +298,10 @@ class Scratchpad:
         """Greedy answers of the patched model for the rows whose teacher-forced argmax diverged."""
         n = len(specs)
         device = self.loaded.device
-        ids = trace._inputs["input_ids"].to(device).repeat(n, 1)
-        extra = self._repeat_extra(trace, n)
-        edit = make_edit(self.sae, self.adapter, specs, {"input_ids": ids, **extra})
+        layout = self.adapter.intervention_inputs(dict(trace._inputs), n)  # on the CPU, read by the hook
+        ids = layout["input_ids"].to(device)
+        extra = {key: value for key, value in self._to_device(layout).items() if key != "input_ids"}
+        edit = make_edit(self.sae, self.adapter, specs, layout)
         with forward_hook(self.hook_module, edit), torch.inference_mode():
             out = self.model.generate(
                 input_ids=ids,
@@ -322,11 +323,6 @@ class Scratchpad:
         return answers
 
     # ------------------------------------------------------------------ helpers
-    def _repeat_extra(self, trace: Trace, n: int) -> dict[str, torch.Tensor]:
-        """Everything but input_ids of ``trace``'s inputs, ``n`` times, on the model's device and dtype."""
-        single = {k: v for k, v in trace._inputs.items() if k != "input_ids"}
-        return self._to_device(self.adapter.intervention_inputs(single, n))
-
     def _to_device(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         device, dtype = self.loaded.device, self.loaded.dtype
         out = {}
