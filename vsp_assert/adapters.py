@@ -222,6 +222,18 @@ class Adapter(ABC):
                 ids.update(int(x) for x in source)
         return ids
 
+    def placeholder_token_ids(self) -> list[int]:
+        """Image/video placeholder tokens: never a word of an answer, so generation never emits them (a
+        generated placeholder would make the answer unreadable and its teacher-forced forward invalid)."""
+        ids: set[int] = set()
+        configs = [self.model.config, getattr(self.model.config, "text_config", None)]
+        for config in configs:
+            for name in ("image_token_id", "image_token_index", "video_token_id", "video_token_index"):
+                value = getattr(config, name, None)
+                if isinstance(value, int) and value >= 0:
+                    ids.add(value)
+        return sorted(ids)
+
 
 # ---------------------------------------------------------------------- registry
 _REGISTRY: dict[str, type[Adapter]] = {}

@@ -152,8 +152,13 @@ def make_edit(
     adapter: Any,
     rows: Sequence[ResolvedIntervention | None],
     inputs: dict[str, torch.Tensor] | None = None,
+    *,
+    same_case: bool = False,
 ) -> Callable[[torch.Tensor], torch.Tensor | None]:
     """A hook edit for a batch whose row ``b`` gets intervention ``rows[b]`` (None = left untouched).
+
+    ``same_case``: every row is a copy of one case (the Scratchpad's intervention batches), so the hooked
+    activations are the same in every row and the SAE encodes one row for all.
 
     ``inputs``: the model inputs of the edited forward, for families whose patch layout per element depends on
     them (several views, packed sequences); see :meth:`vsp_assert.adapters.Adapter.patches_of`.
@@ -175,8 +180,8 @@ def make_edit(
         if x.shape[0] != n:
             raise RuntimeError(f"intervention batch has {x.shape[0]} rows, expected {n}")
         latents = plan.latents.to(x.device)
-        # rows expanded from one tower pass are identical: encode one and share it
-        f = sae.encode(x[:1] if expand else x)[..., latents]  # [B | 1, P, u]
+        # rows of one case (or expanded from one tower pass) are identical: encode one and share it
+        f = sae.encode(x[:1] if expand or same_case else x)[..., latents]  # [B | 1, P, u]
         delta = plan.delta(f)  # [B, P', u]; zero where nothing changes, so x + change is then x exactly
         change = sae.decoder_delta(delta, x[:, : delta.shape[1]], latents=latents).to(x.dtype)  # [B, P', d_in]
         if change.shape[1] < x.shape[1]:

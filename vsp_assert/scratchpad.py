@@ -133,6 +133,7 @@ class Scratchpad:
                 output_logits=True,
                 return_dict_in_generate=True,
                 pad_token_id=self._pad_id(),
+                suppress_tokens=self.adapter.placeholder_token_ids() or None,
             )
         self.stats["generate"] += 1
         if "z" not in captured:
@@ -241,7 +242,8 @@ class Scratchpad:
         batch = self._to_device(layout)
         teacher = batch["input_ids"]
         rows: list[ResolvedIntervention | None] = [None, *specs]
-        edit = make_edit(self.sae, self.adapter, rows, layout)  # the hook reads the layout on the host: no sync
+        # the hook reads the layout on the host (no sync); every row is a copy of this case
+        edit = make_edit(self.sae, self.adapter, rows, layout, same_case=True)
         with forward_hook(self.hook_module, edit), torch.inference_mode():
             out = self.model(
                 **batch,
@@ -301,7 +303,7 @@ class Scratchpad:
         layout = self.adapter.intervention_inputs(dict(trace._inputs), n)  # on the CPU, read by the hook
         ids = layout["input_ids"].to(device)
         extra = {key: value for key, value in self._to_device(layout).items() if key != "input_ids"}
-        edit = make_edit(self.sae, self.adapter, specs, layout)
+        edit = make_edit(self.sae, self.adapter, specs, layout, same_case=True)
         with forward_hook(self.hook_module, edit), torch.inference_mode():
             out = self.model.generate(
                 input_ids=ids,
@@ -310,6 +312,7 @@ class Scratchpad:
                 do_sample=False,
                 num_beams=1,
                 pad_token_id=self._pad_id(),
+                suppress_tokens=self.adapter.placeholder_token_ids() or None,
                 **extra,
             )
         self.stats["intervention_generate"] += 1
