@@ -287,3 +287,40 @@ def test_the_edit_never_reads_a_value_back_from_the_device(pad, images, monkeypa
                           Intervention.ablate(top[2], patches=[0, 5]), Intervention.ablate()])
     assert seen, "the spy saw the edit run"
     assert not host_reads & set(seen), sorted(host_reads & set(seen))
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(1, 6), image=st.integers(0, 2))
+def test_last_positions_only_keeps_the_read_logits(pad, images, n, image):
+    from vsp_assert.hooks import last_positions_only
+
+    inputs = pad.loaded.adapter.prepare([images[image]], ["is there a red circle ?"])
+    layer = pad.adapter.lm_last_layer()
+    with torch.no_grad():
+        full = pad.model(**inputs).logits
+        with last_positions_only(layer, n):
+            kept = pad.model(**inputs, logits_to_keep=n).logits
+    torch.testing.assert_close(kept, full[:, -n:], rtol=1e-5, atol=1e-6)
+
+
+def test_last_positions_only_leaves_no_hook_even_when_the_forward_raises(pad, images):
+    from vsp_assert.hooks import last_positions_only
+
+    layer = pad.adapter.lm_last_layer()
+    before = count_hooks(pad.model)
+    with pytest.raises(RuntimeError, match="mid-forward"), last_positions_only(layer, 2):
+        assert count_hooks(pad.model) == before + 4
+        raise RuntimeError("mid-forward")
+    assert count_hooks(pad.model) == before
+
+
+def test_the_intervention_forward_computes_the_last_layer_only_where_logits_are_read(pad, images):
+    trace = pad.run(images[0], "what color is the square ?")
+    mlp = pad.adapter.lm_last_layer().mlp
+    seen = []
+    handle = mlp.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape)))
+    try:
+        pad.intervene(trace, [Intervention.ablate(1), Intervention.ablate(2)])
+    finally:
+        handle.remove()
+    assert seen == [(3, trace.n_tokens + 1, pad.model.config.text_config.hidden_size)]

@@ -198,6 +198,16 @@ class Adapter(ABC):
     def lm_num_layers(self) -> int:
         return int(self.model.config.text_config.num_hidden_layers)
 
+    def lm_last_layer(self) -> nn.Module | None:
+        """The language model's last decoder layer (None when it cannot be found): the ``layers`` list of the
+        model's ``language_model`` / ``text_model`` with ``lm_num_layers`` entries."""
+        n = self.lm_num_layers()
+        for name, module in self.model.named_modules():
+            if (name.endswith(("language_model.layers", "text_model.layers")) and isinstance(module, nn.ModuleList)
+                    and len(module) == n):
+                return module[n - 1]
+        return None
+
     def context_length(self) -> int | None:
         return getattr(self.model.config.text_config, "max_position_embeddings", None)
 

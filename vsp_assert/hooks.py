@@ -79,3 +79,46 @@ def count_hooks(model: nn.Module) -> int:
                     continue
                 total += 1
     return total
+
+
+@contextmanager
+def last_positions_only(layer: nn.Module, n: int) -> Iterator[None]:
+    """Inside the block, ``layer`` (the LM's *last* decoder layer) computes its attention output projection and
+    its MLP for the last ``n`` positions only; its output at every earlier position is zero.
+
+    For forwards that read the logits of the last ``n`` positions and nothing else (a teacher-forced forward with
+    ``logits_to_keep=n``): every earlier position of the last layer feeds no logit that is read, since the final
+    norm and the LM head act per position. The layer's keys and values still cover the whole sequence, so
+    the kept positions are computed exactly as in the full forward. Submodules that are absent or called
+    without a positional hidden state are left alone. Shapes: ``[B, L, d]`` in, ``[B, n, d]`` computed,
+    ``[B, L, d]`` out.
+    """
+    attn = getattr(layer, "self_attn", None)
+    targets = [m for m in (getattr(attn, "o_proj", None), getattr(layer, "mlp", None)) if isinstance(m, nn.Module)]
+    lengths: dict[int, int | None] = {}
+
+    def pre(module: nn.Module, args: tuple[Any, ...]) -> Any:
+        x = args[0] if args else None
+        if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[1] <= n:
+            lengths[id(module)] = None
+            return None
+        lengths[id(module)] = int(x.shape[1])
+        return (x[:, -n:], *args[1:])
+
+    def post(module: nn.Module, _args: Any, out: Any) -> Any:
+        length = lengths.pop(id(module), None)
+        if length is None or not isinstance(out, torch.Tensor):
+            return None
+        full = out.new_zeros(out.shape[0], length, *out.shape[2:])
+        full[:, -n:] = out
+        return full
+
+    handles = []
+    try:
+        for module in targets:
+            handles.append(module.register_forward_pre_hook(pre, prepend=True))
+            handles.append(module.register_forward_hook(post, prepend=True))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -20,7 +21,7 @@ import torch
 from .adapters import PatchMap
 from .attention import AttentionRecorder, recording
 from .errors import InputError, SAEError
-from .hooks import forward_hook, get_module
+from .hooks import forward_hook, get_module, last_positions_only
 from .images import load_image
 from .interventions import Intervention, InterventionResult, ResolvedIntervention, make_edit, resolve
 from .models import LoadedModel
@@ -78,6 +79,9 @@ class Scratchpad:
         self.history: list[Trace] | None = None  # set to a list to keep every trace (the plugin's --vsp-show)
         #: preprocessed images, reused when another case asks about the same image (see vsp_assert.preprocess)
         self.image_cache = ImageCache()
+        #: intervention forwards compute the LM's last layer only where logits are read (switch off to compare)
+        self.trim_last_layer = True
+        self._last_layer = self.adapter.lm_last_layer()
 
     @property
     def model(self) -> Any:
@@ -244,7 +248,7 @@ class Scratchpad:
         rows: list[ResolvedIntervention | None] = [None, *specs]
         # the hook reads the layout on the host (no sync); every row is a copy of this case
         edit = make_edit(self.sae, self.adapter, rows, layout, same_case=True)
-        with forward_hook(self.hook_module, edit), torch.inference_mode():
+        with forward_hook(self.hook_module, edit), self._read_only_last(T + 1), torch.inference_mode():
             out = self.model(
                 **batch,
                 attention_mask=torch.ones_like(teacher),
@@ -326,6 +330,13 @@ class Scratchpad:
         return answers
 
     # ------------------------------------------------------------------ helpers
+    def _read_only_last(self, n: int) -> Any:
+        """The teacher-forced forward reads the logits of its last ``n`` positions only: the LM's last layer
+        computes just those (see :func:`vsp_assert.hooks.last_positions_only`)."""
+        if self.trim_last_layer and self._last_layer is not None:
+            return last_positions_only(self._last_layer, n)
+        return nullcontext()
+
     def _to_device(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         device, dtype = self.loaded.device, self.loaded.dtype
         out = {}

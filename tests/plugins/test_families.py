@@ -223,6 +223,33 @@ def test_ablation_changes_logits_only_from_the_image_on(family, images):
     assert result.p_after != result.p_before
 
 
+def test_last_layer_trimmed_to_the_read_positions_gives_the_same_logits_and_results(family, images):
+    from vsp_assert.hooks import count_hooks, last_positions_only
+
+    loaded, pad = family
+    layer = loaded.adapter.lm_last_layer()
+    assert layer is not None, "the adapter finds the LM's last decoder layer"
+    trace = pad.run(images[1], PROMPTS[1])
+    inputs = trace._inputs
+    hooks = count_hooks(loaded.model)
+    with torch.no_grad():
+        full = loaded.model(**inputs).logits  # [1, L, V]
+        for n in (1, 3):
+            with last_positions_only(layer, n):
+                trimmed = loaded.model(**inputs, logits_to_keep=n).logits  # [1, n, V]
+            torch.testing.assert_close(trimmed, full[:, -n:], rtol=1e-5, atol=1e-5)
+    assert count_hooks(loaded.model) == hooks
+    specs = [Intervention.ablate(int(i)) for i in trace.image_scores.topk(3).indices]
+    pad.trim_last_layer = False
+    try:
+        reference = pad.intervene(trace, specs)
+    finally:
+        pad.trim_last_layer = True
+    for ref, got in zip(reference, pad.intervene(trace, specs)):
+        assert got.changed == ref.changed
+        assert got.p_after == pytest.approx(ref.p_after, rel=1e-4, abs=1e-7)
+
+
 # ---------------------------------------------------------------------- batching
 def test_batched_run_equals_single_runs(family, images):
     _, pad = family
