@@ -16,6 +16,9 @@ Shapes: hooked layer output ``[ΣV, P_v, d_vision]`` → patches ``[B, V·P_v, d
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 
 from vsp_assert.adapters import PatchMap, register_adapter
@@ -81,6 +84,11 @@ class Idefics3Adapter(LlavaAdapter):
     def _chat(self, prompt: str) -> str:
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
         return self.processor.apply_chat_template(messages, add_generation_prompt=True)
+
+    def _process(self, images: Sequence[Any], texts: list[str], **kwargs: Any) -> dict[str, torch.Tensor]:
+        """Images nested one per prompt: Idefics3Processor splits a flat list across the prompts, but
+        SmolVLMProcessor reads a flat list as all the images of one prompt."""
+        return super()._process([[image] for image in images], texts, **kwargs)
 
     # ------------------------------------------------------------------ mapping
     def patch_map(self, inputs: dict[str, torch.Tensor], index: int) -> PatchMap:

@@ -33,7 +33,8 @@ def _add_run(sub: Any) -> None:
     p.add_argument("prompt", help="question to ask about the image")
     p.add_argument("--model", default="shapes", help="model folder, hub id available offline, or 'shapes'")
     p.add_argument("--sae", default="shapes", help="SAE folder (SAELens format) or 'shapes'")
-    p.add_argument("--device", default=None, help="torch device (cpu, cuda, cuda:1, …) or auto (device_map='auto', several GPUs)")
+    p.add_argument("--device", default=None,
+                   help="torch device (cpu, cuda, cuda:1, …) or auto (device_map='auto', several GPUs)")
     p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"], help="model dtype")
     p.add_argument("--max-new-tokens", type=int, default=8, help="generation length")
     p.add_argument("--top-k", type=int, default=5, help="concepts per token in tables and heatmap")

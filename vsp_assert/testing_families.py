@@ -14,6 +14,9 @@ lists the families it can build.
 One deviation from a hub checkpoint: Qwen2-VL's, Qwen2.5-VL's and LLaVA-OneVision's processors require a video
 processor, which needs torchvision; ``_ImageOnlyQwenProcessor`` / ``_ImageOnlyOnevisionProcessor`` are the real
 processor classes with the video slot left empty (their ``__call__`` — the image code path — is unchanged).
+SmolVLM's processor also insists on ``num2words`` (it spells video frame counts) and takes a video processor that
+ProcessorMixin's class check only accepts with torchvision: ``_ImageOnlySmolVLMProcessor`` skips the first and holds
+a real ``SmolVLMVideoProcessor`` (whose ``num_frames`` / ``fps`` its ``apply_chat_template`` reads) outside the check.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from .models import LoadedModel
 from .testing import TINY_WORDS, word_tokenizer
 
 FAMILIES: tuple[str, ...] = (
-    "llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "paligemma", "idefics3", "gemma3", "llava_onevision",
+    "llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "paligemma", "idefics3", "smolvlm", "gemma3", "llava_onevision",
 )
 
 _WIDTH = 32
@@ -221,6 +224,65 @@ def tiny_idefics3(*, seed: int = 0, image_size: int = 16, patch_size: int = 4, s
     return _finish(model, processor, tok, "tiny-idefics3")
 
 
+def _image_only_smolvlm_processor(base: type) -> type:
+    """``SmolVLMProcessor`` without ``num2words`` and with its video processor held outside ProcessorMixin's
+    sub-processors (both serve videos only; ``__call__`` and ``apply_chat_template`` are the real ones)."""
+    from transformers.models.smolvlm.video_processing_smolvlm import SmolVLMVideoProcessor
+    from transformers.processing_utils import ProcessorMixin
+
+    class _ImageOnlySmolVLMProcessor(base):  # type: ignore[misc, valid-type]
+        def __init__(self, image_processor: Any = None, tokenizer: Any = None, image_seq_len: int = 169,
+                     chat_template: str | None = None) -> None:
+            # SmolVLMProcessor.__init__ without its ImportError when num2words (spells video frame counts) is missing
+            self.fake_image_token = tokenizer.fake_image_token
+            self.image_token = tokenizer.image_token
+            self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+            self.end_of_utterance_token = tokenizer.end_of_utterance_token
+            self.global_image_token = tokenizer.global_image_token
+            self.image_seq_len = image_seq_len
+            self.video_token = tokenizer.video_token
+            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+            # apply_chat_template reads the video processor's num_frames / fps. Building one needs no torchvision,
+            # but ProcessorMixin's class check of a video_processor argument does, so it is set here directly
+            self.video_processor = SmolVLMVideoProcessor(max_image_size=image_processor.max_image_size)
+
+    _ImageOnlySmolVLMProcessor.__name__ = base.__name__
+    return _ImageOnlySmolVLMProcessor
+
+
+def tiny_smolvlm(*, seed: int = 0, image_size: int = 24, patch_size: int = 4, scale_factor: int = 3,
+                 longest_edge: int = 48) -> LoadedModel:
+    """SmolVLM: Idefics3's architecture under its own classes; pixel shuffle ×3 (as SmolVLM-Instruct: 6×6 patches
+    per tile → 2×2 tokens of 9 patches each), tokens placed by ``SmolVLMProcessor``."""
+    from transformers import LlamaConfig, SmolVLMConfig, SmolVLMForConditionalGeneration
+    from transformers.models.smolvlm import SmolVLMProcessor
+    from transformers.models.smolvlm.configuration_smolvlm import SmolVLMVisionConfig
+    from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil
+
+    rows_cols = [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)]
+    # SmolVLMProcessor reads its placeholders from the tokenizer (Idefics3Processor hard-codes and adds them)
+    specials = {"fake_image_token": "<fake_token_around_image>", "global_image_token": "<global-img>",
+                "end_of_utterance_token": "<end_of_utterance>", "video_token": "<video>"}
+    tok = word_tokenizer(list(TINY_WORDS) + rows_cols, extra_specials=specials)
+    tok.add_special_tokens({"additional_special_tokens": rows_cols})
+    seq_len = (image_size // patch_size) ** 2 // scale_factor**2
+    image_processor = SmolVLMImageProcessorPil(
+        do_resize=True, size={"longest_edge": longest_edge}, max_image_size={"longest_edge": image_size},
+        do_image_splitting=True, do_pad=True,
+    )
+    processor = _image_only_smolvlm_processor(SmolVLMProcessor)(
+        image_processor=image_processor, tokenizer=tok, image_seq_len=seq_len, chat_template=_chat_template("<image>"),
+    )
+    vision = SmolVLMVisionConfig(hidden_size=_WIDTH, intermediate_size=2 * _WIDTH, num_hidden_layers=2,
+                                 num_attention_heads=_HEADS, image_size=image_size, patch_size=patch_size)
+    text = LlamaConfig(**_text_kwargs(tok, max_position_embeddings=4096))
+    config = SmolVLMConfig(vision_config=vision, text_config=text, image_token_id=tok.image_token_id,
+                           scale_factor=scale_factor)
+    torch.manual_seed(seed)
+    model = SmolVLMForConditionalGeneration(config)
+    return _finish(model, processor, tok, "tiny-smolvlm")
+
+
 # ---------------------------------------------------------------------- Gemma 3
 def tiny_gemma3(*, seed: int = 0, image_size: int = 32, patch_size: int = 4, tokens_per_image: int = 4,
                 sliding_window: int = 12, attn_logit_softcapping: float | None = None) -> LoadedModel:
@@ -327,6 +389,7 @@ BUILDERS: dict[str, Callable[..., LoadedModel]] = {
     "qwen2_5_vl": tiny_qwen2_5_vl,
     "paligemma": tiny_paligemma,
     "idefics3": tiny_idefics3,
+    "smolvlm": tiny_smolvlm,
     "gemma3": tiny_gemma3,
     "llava_onevision": tiny_llava_onevision,
 }

@@ -27,8 +27,9 @@ from vsp_assert.testing import random_sae
 from vsp_assert.testing_families import FAMILIES, tiny_model
 
 PROMPTS = ["what color is the square ?", "is there a red circle ?", "describe the image"]
-# patches per LM image token (1 elsewhere; LLaVA-OneVision's bilinear pooling is checked on its own)
-MERGE = {"qwen2_vl": 4, "qwen2_5_vl": 4, "idefics3": 4, "gemma3": 16}
+# patches per LM image token (1 elsewhere; LLaVA-OneVision's bilinear pooling is checked on its own; the Idefics3
+# adapter's models — Idefics3 ×2, SmolVLM ×3 — merge scale_factor² patches, read from the config)
+MERGE = {"qwen2_vl": 4, "qwen2_5_vl": 4, "gemma3": 16}
 _CACHE: dict[str, tuple] = {}
 
 
@@ -116,6 +117,8 @@ def test_patch_map_matches_processor_placement(family, images):
     inputs = adapter.prepare(images, PROMPTS)
     image_id = loaded.model.config.image_token_id
     k = MERGE.get(adapter.family, 1)
+    if adapter.family == "idefics3":  # Idefics3 and SmolVLM: pixel shuffle by the config's scale factor
+        k = loaded.model.config.scale_factor**2
     for b in range(len(images)):
         pmap = adapter.patch_map(inputs, b)
         assert torch.equal(pmap.image_positions, torch.nonzero(inputs["input_ids"][b] == image_id).flatten())
