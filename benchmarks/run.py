@@ -18,9 +18,9 @@ repeats, as ``timeit`` advises, since a busy machine only ever adds time):
   resident-memory growth over the largest suite.
 
 The batching ratio is reported as the median round of seven, with the spread, and again on one CPU thread
-(``batching_ratio_one_thread``): the batched forward's large products are what gain from a second core. ``load_average`` (1-minute,
-before and after) is recorded beside the figures: on a shared machine, other work on the cores shows up there
-first. The ratios, not the seconds, are what carry across machines.
+(``batching_ratio_one_thread``): the batched forward's large products are what gain from a second core.
+``load_average`` (1-minute, before and after) is recorded beside the figures: on a shared machine, other work on
+the cores shows up there first. The ratios, not the seconds, are what carry across machines.
 """
 
 from __future__ import annotations
