@@ -324,3 +324,30 @@ def test_the_intervention_forward_computes_the_last_layer_only_where_logits_are_
     finally:
         handle.remove()
     assert seen == [(3, trace.n_tokens + 1, pad.model.config.text_config.hidden_size)]
+
+
+def test_last_positions_only_restores_tuple_outputs_of_a_mixture_of_experts_mlp():
+    from torch import nn
+
+    from vsp_assert.hooks import last_positions_only
+
+    class MoE(nn.Module):  # returns (hidden, router logits) like mixture-of-experts blocks
+        def __init__(self):
+            super().__init__()
+            self.up, self.router = nn.Linear(8, 8), nn.Linear(8, 2)
+
+        def forward(self, x):
+            return torch.relu(self.up(x)), self.router(x)
+
+    layer = nn.Module()
+    layer.self_attn = nn.Module()
+    layer.self_attn.o_proj = nn.Linear(8, 8)
+    layer.mlp = MoE()
+    x = torch.randn(2, 5, 8)
+    full_attn, (full_mlp, _) = layer.self_attn.o_proj(x), layer.mlp(x)
+    with last_positions_only(layer, 2):
+        attn, (mlp, router) = layer.self_attn.o_proj(x), layer.mlp(x)
+    assert attn.shape == mlp.shape == (2, 5, 8) and router.shape == (2, 2, 2)
+    torch.testing.assert_close(attn[:, -2:], full_attn[:, -2:])
+    torch.testing.assert_close(mlp[:, -2:], full_mlp[:, -2:])
+    assert not attn[:, :3].any() and not mlp[:, :3].any()

@@ -105,13 +105,21 @@ def last_positions_only(layer: nn.Module, n: int) -> Iterator[None]:
         lengths[id(module)] = int(x.shape[1])
         return (x[:, -n:], *args[1:])
 
-    def post(module: nn.Module, _args: Any, out: Any) -> Any:
-        length = lengths.pop(id(module), None)
-        if length is None or not isinstance(out, torch.Tensor):
-            return None
+    def pad(out: torch.Tensor, length: int) -> torch.Tensor:  # [B, n, d] → [B, L, d], zeros before the kept rows
         full = out.new_zeros(out.shape[0], length, *out.shape[2:])
         full[:, -n:] = out
         return full
+
+    def post(module: nn.Module, _args: Any, out: Any) -> Any:
+        length = lengths.pop(id(module), None)
+        if length is None:
+            return None
+        if isinstance(out, torch.Tensor):
+            return pad(out, length)
+        if isinstance(out, tuple) and out and isinstance(out[0], torch.Tensor):  # (hidden, router logits, …)
+            return (pad(out[0], length), *out[1:])
+        raise ModelError(f"{type(module).__name__} returned {type(out).__name__}; cannot restore its positions",
+                         fix="set Scratchpad.trim_last_layer = False for this model")
 
     handles = []
     try:
