@@ -10,13 +10,16 @@ to four neighbouring patches with bilinear weights and some patches reach the LM
 
 The map comes from the model's own ``pack_image_features``: packing is linear in the features, so packing one-hot
 patch features (in chunks of channels) gives each token's exact weights over the patches; newline tokens get a
-zero row. Patches are numbered ``view · P_v + row · cols + col`` (view 0 the base view, then the tiles in
-row-major tile order). One image per prompt (multi-image prompts skip the tiles in the model).
+zero row. The map is kept sparse (at most four entries a row; a dense one would be about 200 MB at anyres-max-9
+sizes) and cached per image size. Patches are numbered ``view · P_v + row · cols + col`` (view 0 the base view,
+then the tiles in row-major tile order). One image per prompt (multi-image prompts skip the tiles in the model).
 
 Shapes: hooked layer output ``[ΣV, P_v, d_vision]`` → patches ``[B, V·P_v, d_vision]``; map ``[N_img, V·P_v]``.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
@@ -26,6 +29,7 @@ from vsp_assert.errors import ModelError
 from .llava_next import LlavaNextAdapter
 
 _CHUNK = 1024  # one-hot channels packed at a time (memory: ΣV · P_v · _CHUNK floats)
+_MAPS_KEPT = 16  # sparse maps kept per adapter, by image size (a few hundred KB each at real sizes)
 
 
 @register_adapter
@@ -33,6 +37,12 @@ class LlavaOnevisionAdapter(LlavaNextAdapter):
     family = "llava_onevision"
     model_types = ("llava_onevision",)
     model_class = "LlavaOnevisionForConditionalGeneration"
+
+    def __init__(self, model: Any, processor: Any) -> None:
+        super().__init__(model, processor)
+        # image size → sparse token_to_patch: images of one size share their layout, and the map costs
+        # ⌈V·P_v / _CHUNK⌉ packing passes to build
+        self._maps: dict[tuple[tuple[int, ...], int], torch.Tensor] = {}
 
     def _has_cls(self) -> bool:
         return False  # SigLIP
@@ -54,20 +64,38 @@ class LlavaOnevisionAdapter(LlavaNextAdapter):
         size = inputs["image_sizes"][index]
         views = self._views(size)
         rows, cols = self.grid()
-        n = views * rows * cols
-        mapping = torch.zeros(positions.numel(), n)  # [N_img, V·P_v]
+        key = (tuple(int(x) for x in size.tolist()), positions.numel())
+        mapping = self._maps.get(key)
+        if mapping is None:
+            mapping = self._packed_map(size, views, rows * cols, positions.numel())
+            self._maps[key] = mapping
+            while len(self._maps) > _MAPS_KEPT:
+                self._maps.pop(next(iter(self._maps)))
+        return PatchMap(image_positions=positions, token_to_patch=mapping, grid=(rows, cols), views=views)
+
+    def _packed_map(self, size: torch.Tensor, views: int, per_view: int, n_tokens: int) -> torch.Tensor:
+        """The sparse ``[N_img, V·P_v]`` map of one image size, packing one-hot patch features in chunks."""
+        config = self.model.config
+        n = views * per_view
+        rows_idx, cols_idx, values = [], [], []
         for start in range(0, n, _CHUNK):
             width = min(_CHUNK, n - start)
             one_hot = torch.zeros(n, width)
             one_hot[start : start + width] = torch.eye(width)  # channel j marks patch start + j
             packed, _ = self.model.model.pack_image_features(
-                [one_hot.reshape(views, rows * cols, width)], size[None], image_newline=torch.zeros(width),
+                [one_hot.reshape(views, per_view, width)], size[None], image_newline=torch.zeros(width),
                 vision_aspect_ratio=config.vision_aspect_ratio,
             )
-            if packed[0].shape[0] != positions.numel():
-                raise ModelError(f"llava_onevision: the prompt holds {positions.numel()} image tokens, the model "
+            if packed[0].shape[0] != n_tokens:
+                raise ModelError(f"llava_onevision: the prompt holds {n_tokens} image tokens, the model "
                                  f"packs {packed[0].shape[0]} features",
                                  fix="one image per prompt, built with the model's own processor "
                                      "(its vision_aspect_ratio must equal the config's)")
-            mapping[:, start : start + width] = packed[0]
-        return PatchMap(image_positions=positions, token_to_patch=mapping, grid=(rows, cols), views=views)
+            chunk = packed[0].detach()  # [N_img, width]
+            r, c = torch.nonzero(chunk, as_tuple=True)
+            rows_idx.append(r)
+            cols_idx.append(c + start)
+            values.append(chunk[r, c])
+        index = torch.stack([torch.cat(rows_idx), torch.cat(cols_idx)])
+        return torch.sparse_coo_tensor(index, torch.cat(values), (n_tokens, n),
+                                       check_invariants=True).coalesce()

@@ -37,7 +37,9 @@ class PatchMap:
     - ``image_positions``: ``[N_img]`` long — LM sequence positions of the image tokens (after any padding);
     - ``token_to_patch``: ``[N_img, P]`` float — row i spreads image token i over the encoder patches it
       carries (one 1.0 for a bijection, 1/4 each for a 2×2 merge, all zeros for a token that carries no
-      patch such as a CLS or newline token);
+      patch such as a CLS or newline token). Dense, or a sparse COO tensor where a dense one would be large
+      (LLaVA-OneVision: thousands of tokens × thousands of patches, at most four entries a row); use
+      :meth:`dense` to read it either way;
     - ``grid``: ``(rows, cols)`` of the patch grid, patches in row-major order (per view; ``views`` > 1 for
       tiled families, views stacked first).
     """
@@ -51,9 +53,19 @@ class PatchMap:
     def n_patches(self) -> int:
         return int(self.token_to_patch.shape[1])
 
+    def dense(self) -> torch.Tensor:
+        """``token_to_patch`` as a dense ``[N_img, P]`` tensor."""
+        return self.token_to_patch.to_dense() if self.token_to_patch.is_sparse else self.token_to_patch
+
     def to_patches(self, token_attention: torch.Tensor) -> torch.Tensor:
-        """Attention over image tokens ``[T, N_img]`` → attention over patches ``[T, P]``."""
-        return token_attention.to(self.token_to_patch.dtype) @ self.token_to_patch
+        """Attention over image tokens ``[..., N_img]`` → attention over patches ``[..., P]``."""
+        m = self.token_to_patch
+        x = token_attention.to(m.dtype)
+        if not m.is_sparse:
+            return x @ m
+        flat = x.reshape(-1, x.shape[-1])  # [R, N_img]
+        out = torch.sparse.mm(m.t().coalesce(), flat.t()).t()  # [R, P]
+        return out.reshape(*x.shape[:-1], m.shape[1])
 
 
 class Adapter(ABC):

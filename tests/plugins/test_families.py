@@ -122,7 +122,7 @@ def test_patch_map_matches_processor_placement(family, images):
     for b in range(len(images)):
         pmap = adapter.patch_map(inputs, b)
         assert torch.equal(pmap.image_positions, torch.nonzero(inputs["input_ids"][b] == image_id).flatten())
-        m = pmap.token_to_patch  # [N_img, P]
+        m = pmap.dense()  # [N_img, P]
         carrying = m.sum(1) > 0
         assert torch.allclose(m[carrying].sum(1), torch.ones(int(carrying.sum())))
         if adapter.family == "llava_onevision":  # base view a bijection; tiles may be bilinearly downsampled
@@ -160,7 +160,7 @@ def test_patch_map_follows_the_model_wiring(family, images):
     changed = (plain != bumped).any(-1)  # [R, L]
     for r, p in enumerate(chosen):
         expected = torch.zeros_like(changed[r])
-        expected[pmap.image_positions[pmap.token_to_patch[:, p] > 0]] = True
+        expected[pmap.image_positions[pmap.dense()[:, p] > 0]] = True
         assert torch.equal(changed[r], expected), f"patch {p}"
 
 

@@ -39,7 +39,7 @@ def test_map_reproduces_the_packed_features(onevision, images):
     downsampled = []
     for b, per_view in enumerate(torch.split(seen["proj"], views)):  # [V, P_v, d_text]
         pmap = adapter.patch_map(inputs, b)
-        m = pmap.token_to_patch  # [N_img, V·P_v]
+        m = pmap.dense()  # [N_img, V·P_v]
         carrying = m.sum(1) > 0
         expected = m @ per_view.reshape(-1, per_view.shape[-1])  # [N_img, d_text]
         torch.testing.assert_close(packed[b][carrying], expected[carrying], rtol=1e-5, atol=1e-6)
@@ -54,3 +54,28 @@ def test_only_the_full_feature_strategy(images):
     loaded.model.config.vision_feature_select_strategy = "default"
     with pytest.raises(ModelError, match="llava_onevision: only vision_feature_select_strategy='full'"):
         loaded.adapter.patch_map(inputs, 0)
+
+
+def test_the_map_is_sparse_cached_per_image_size_and_maps_attention_like_the_dense_one(onevision, images):
+    adapter, inner = onevision.adapter, onevision.model.model
+    inputs = adapter.prepare(images[:1], ["describe the image"])
+    adapter._maps.clear()
+    calls = []
+    real = inner.pack_image_features
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    inner.pack_image_features = counting
+    try:
+        first = adapter.patch_map(inputs, 0)
+        built = len(calls)
+        again = adapter.patch_map(inputs, 0)  # same image size: the cached map, no packing pass
+    finally:
+        del inner.pack_image_features
+    assert built >= 1 and len(calls) == built
+    assert first.token_to_patch.is_sparse and again.token_to_patch is first.token_to_patch
+    assert int((first.dense() != 0).sum(1).max()) <= 4  # bilinear: at most four patches per token
+    attention = torch.rand(2, 3, first.image_positions.numel())  # [L, T, N_img]
+    torch.testing.assert_close(first.to_patches(attention), attention @ first.dense())
