@@ -239,8 +239,6 @@ class Scratchpad:
         specs = [resolve(spec, self.sae.labels, trace.n_patches) for spec in interventions]
         k = len(specs)
         T = trace.n_tokens
-        device = self.loaded.device
-        answer_ids = trace.output_ids.to(device)  # [T]
         single = self.adapter.teacher_forced_inputs(dict(trace._inputs), trace.output_ids)  # CPU, [1, L + T]
         layout = self.adapter.intervention_inputs(single, k + 1)  # input_ids [K+1, L+T], extras; on the CPU
         batch = self._to_device(layout)
@@ -256,7 +254,7 @@ class Scratchpad:
             )
         self.stats["intervention_forward"] += 1
         logits = out.logits.float()  # [K+1, T+1, V]
-        answer_ids = answer_ids.to(logits.device)  # the LM head may sit on another device (device_map="auto")
+        answer_ids = trace.output_ids.to(logits.device)  # [T]; the LM head's device (device_map="auto" may differ)
         logp = torch.log_softmax(logits, dim=-1)
         tok_logp = logp[:, :T].gather(2, answer_ids[None, :, None].expand(k + 1, T, 1))[..., 0]  # [K+1, T]
         p_answer = tok_logp.sum(1).exp().tolist()  # [K+1]
@@ -303,10 +301,9 @@ class Scratchpad:
     ) -> dict[int, str]:
         """Greedy answers of the patched model for the rows whose teacher-forced argmax diverged."""
         n = len(specs)
-        device = self.loaded.device
         layout = self.adapter.intervention_inputs(dict(trace._inputs), n)  # on the CPU, read by the hook
-        ids = layout["input_ids"].to(device)
-        extra = {key: value for key, value in self._to_device(layout).items() if key != "input_ids"}
+        extra = self._to_device(layout)
+        ids = extra.pop("input_ids")
         edit = make_edit(self.sae, self.adapter, specs, layout, same_case=True)
         with forward_hook(self.hook_module, edit), torch.inference_mode():
             out = self.model.generate(
