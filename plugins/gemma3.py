@@ -1,27 +1,49 @@
-"""Gemma 3 family adapter (``model_type == "gemma3"``): SigLIP tower, 4×4 average pool, bidirectional image block.
+"""Gemma 3 family adapter (``model_type == "gemma3"``): SigLIP tower, 4×4 average pool, bidirectional image blocks.
 
-The SigLIP tower (``model.vision_tower.vision_model``, no class token) sees the image at ``image_size``; its
-last layer feeds the LM (through ``post_layernorm``) as ``[B, P, d]`` with ``P = (image_size / patch_size)²``
-patches in row-major order. The multimodal projector average-pools the patch grid with a ``k × k`` kernel
-(``k = patches_per_side / √mm_tokens_per_image``: 64 → 16 per side, k = 4, in the released checkpoints) before
-its norm and projection, so one LM image token carries ``k²`` patches with weight ``1/k²`` each, tokens in the
-pooled grid's row-major order. The map is read off the model's own projector: its forward runs on one-hot patch
-features and the pool's output is taken, so the grouping and order are the model's.
+The SigLIP tower (``model.vision_tower.vision_model``, no class token) sees each view at ``image_size``; its last
+layer feeds the LM (through ``post_layernorm``) as ``[ΣV, P, d]`` with ``P = (image_size / patch_size)²`` patches
+per view in row-major order. The multimodal projector average-pools each view's patch grid with a ``k × k``
+kernel (``k = patches_per_side / √mm_tokens_per_image``: 64 → 16 per side, k = 4, in the released checkpoints)
+before its norm and projection, so one LM image token carries ``k²`` patches of one view with weight ``1/k²``
+each, tokens in the pooled grid's row-major order. The pooling is read off the model's own projector: its forward
+runs on one-hot patch features and the pool's output is taken, so the grouping and order are the model's.
 
-In the prompt the processor writes ``<start_of_image>`` + ``mm_tokens_per_image`` image tokens +
-``<end_of_image>``; ``token_type_ids`` marks the image tokens (1), which attend to each other bidirectionally.
+Pan-and-scan: the adapter calls the processor without pan-and-scan options, so it preprocesses exactly as the
+processor does when called plainly (as a deployment calls it). With ``do_pan_and_scan`` on, an image whose
+aspect ratio passes ``pan_and_scan_min_ratio_to_activate`` is also cut into 2 … ``pan_and_scan_max_num_crops``
+crops side by side (a row of crops for a wide image, a column for a tall one), each resized to ``image_size``:
+``V = 1 + num_crops`` views, the whole image first, then the crops left to right / top to bottom; an image that
+is not cut has one view. ``pixel_values`` stacks the views of every image, images in batch order. Gemma3Processor
+passes its own ``images_kwargs`` (class defaults: pan-and-scan off) to the image processor on every call, and
+they override the image processor's own ``do_pan_and_scan`` (transformers 5.24), so the switch that counts is
+the processor's: ``processor.images_kwargs = {**processor.images_kwargs, "do_pan_and_scan": True}`` (an instance
+attribute, leaving the class's shared defaults alone) gives the same inputs as a deployment calling
+``processor(..., do_pan_and_scan=True)``. The processor drops ``num_crops`` from its output.
+
+In the prompt every view is one block ``<start_of_image>`` + ``mm_tokens_per_image`` image tokens +
+``<end_of_image>`` (the whole image's block first, then the crops', in view order, with the processor's text
+between them); ``token_type_ids`` marks the image tokens (1), each block attending to itself bidirectionally.
+The model scatters the projected views into the image tokens in sequence order, so element ``b`` has
+``V_b = (its image tokens) / mm_tokens_per_image`` views, its ``k``-th block of image tokens carries its ``k``-th
+view, and its views are rows ``ΣV_<b … ΣV_≤b − 1`` of the tower's batch: that is how the views are read from the
+forward's inputs (``input_ids``), with no ``num_crops`` needed. Patches are numbered ``view · P + row · cols +
+col`` and ``patches_of`` / ``with_patches`` move between ``[ΣV, P, d]`` and ``[B, V_max·P, d]`` (zero-padded
+past an element's own views). The map of a one-view element is the ``[mm_tokens_per_image, P]`` pooling (dense,
+as without pan-and-scan); with crops it is the block-diagonal ``[V·mm_tokens_per_image, V·P]`` (sparse COO).
+
 Answer tokens are text (0) when appended. The captured rows are the generating (text) tokens', whose mask the
-model passes as is, sliding-window layers included (see :mod:`vsp_assert.attention`). Pan-and-scan crops are not
-used (``do_pan_and_scan=False``, the processor's default): one view per image, so the tower's batch is the
-prompt batch and an intervention batch can share one tower run (``vision_once``).
+model passes as is, sliding-window layers included (see :mod:`vsp_assert.attention`). ``vision_once``: a batch
+of interventions on a one-view element shares one tower run (the hook expands it); an element with crops has
+its views repeated per row instead (:meth:`Gemma3Adapter.intervention_inputs`).
 
-Shapes: hooked layer output ``[B, P, d_vision]``; map ``[mm_tokens_per_image, P]``.
+Shapes: hooked layer output ``[ΣV, P, d_vision]`` → patches ``[B, V_max·P, d_vision]``; map per element
+``[V·mm_tokens_per_image, V·P]``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
@@ -41,8 +63,9 @@ class Gemma3Adapter(LlavaAdapter):
     family = "gemma3"
     model_types = ("gemma3",)
     model_class = "Gemma3ForConditionalGeneration"
-    vision_once = True  # one view per image; SigLIP layers after the hook and the projector are batch-first
-    processor_kwargs: ClassVar[dict[str, Any]] = {"do_pan_and_scan": False}
+    # for one-view elements: SigLIP layers after the hook and the projector are batch-first. Elements with
+    # pan-and-scan crops are repeated whole instead (intervention_inputs), so the hook never expands them
+    vision_once = True
     _pooling: torch.Tensor | None = None
 
     def fed_layer_index(self) -> int:
@@ -62,9 +85,72 @@ class Gemma3Adapter(LlavaAdapter):
             out["token_type_ids"] = torch.cat([types, types.new_zeros(1, answer_ids.numel())], dim=1)
         return out
 
+    # ------------------------------------------------------------------ views
+    def _tokens_per_view(self) -> int:
+        return int(self.model.config.mm_tokens_per_image)
+
+    def views_per_image(self, inputs: dict[str, torch.Tensor] | None, hidden_rows: int, batch: int) -> list[int]:
+        """Views (whole image + pan-and-scan crops) of each batch element: its image tokens over the tokens one
+        view gives; without inputs, an even split of the tower's rows."""
+        if inputs is not None and "input_ids" in inputs:
+            per_view = self._tokens_per_view()
+            counts = (inputs["input_ids"] == self.model.config.image_token_id).sum(1).tolist()  # [B]
+            if any(c % per_view for c in counts):
+                raise ModelError(f"gemma3: image-token counts {counts} are not whole views of {per_view} tokens "
+                                 "(mm_tokens_per_image)", fix="one image per prompt, built with the model's own "
+                                                              "processor")
+            views = [c // per_view for c in counts]
+        else:
+            views = [hidden_rows // batch] * batch
+        if sum(views) != hidden_rows:
+            raise ModelError(f"gemma3: the hooked layer ran on {hidden_rows} views, the inputs imply {sum(views)}",
+                             fix="pass the forward's inputs to patches_of / with_patches")
+        return views
+
+    def patches_of(self, hidden: torch.Tensor, batch: int,
+                   inputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        views = self.views_per_image(inputs, hidden.shape[0], batch)
+        if all(v == 1 for v in views):  # one view each: the batch-first layout, as without pan-and-scan
+            return super().patches_of(hidden, batch)
+        per_view = super().patches_of(hidden, hidden.shape[0])  # [ΣV, P, d]
+        p, d = per_view.shape[1], per_view.shape[2]
+        out = per_view.new_zeros(batch, max(views) * p, d)  # [B, V_max·P, d]
+        for b, chunk in enumerate(torch.split(per_view, views)):
+            out[b, : chunk.shape[0] * p] = chunk.reshape(-1, d)
+        return out
+
+    def with_patches(self, hidden: torch.Tensor, patches: torch.Tensor,
+                     inputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        views = self.views_per_image(inputs, hidden.shape[0], patches.shape[0])
+        if all(v == 1 for v in views):
+            return super().with_patches(hidden, patches)
+        p = len(self.patch_token_index(hidden.shape[1]))
+        per_view = torch.cat([patches[b, : v * p].reshape(v, p, -1) for b, v in enumerate(views)])  # [ΣV, P, d]
+        return super().with_patches(hidden, per_view)
+
+    # ------------------------------------------------------------------ inputs
+    def element_inputs(self, inputs: dict[str, torch.Tensor], index: int) -> dict[str, torch.Tensor]:
+        pixels = inputs.get("pixel_values")
+        if pixels is None:
+            return super().element_inputs(inputs, index)
+        views = self.views_per_image(inputs, pixels.shape[0], inputs["input_ids"].shape[0])
+        start = sum(views[:index])
+        out = super().element_inputs({key: value for key, value in inputs.items() if key != "pixel_values"}, index)
+        out["pixel_values"] = pixels[start : start + views[index]]  # the element's views: whole image, crops
+        return {key: out[key] for key in inputs if key in out}  # the inputs' key order
+
+    def intervention_inputs(self, inputs: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
+        """One-view inputs keep a single copy of the pixels (``vision_once``); with crops every row gets its own
+        copy of the views (the hook only expands a one-row tower output)."""
+        pixels = inputs.get("pixel_values")
+        if pixels is not None and any(v != 1 for v in self.views_per_image(inputs, pixels.shape[0], 1)):
+            return self.repeat_inputs(inputs, n)
+        return super().intervention_inputs(inputs, n)
+
     # ------------------------------------------------------------------ mapping
     def pooling(self) -> torch.Tensor:
-        """``[N_tok, P]``: the projector's pooling as a matrix, from its forward on one-hot patch features."""
+        """``[N_tok, P]``: the projector's pooling of one view as a matrix, from its forward on one-hot patch
+        features."""
         if self._pooling is not None:
             return self._pooling
         projector = self.model.model.multi_modal_projector
@@ -90,9 +176,20 @@ class Gemma3Adapter(LlavaAdapter):
     def patch_map(self, inputs: dict[str, torch.Tensor], index: int) -> PatchMap:
         ids = inputs["input_ids"][index]  # [L]
         positions = torch.nonzero(ids == self.model.config.image_token_id).flatten()  # [N_img]
-        mapping = self.pooling()
-        if positions.numel() != mapping.shape[0]:
-            raise ModelError(f"gemma3: the prompt holds {positions.numel()} image tokens, the projector gives "
-                             f"{mapping.shape[0]} (mm_tokens_per_image)",
-                             fix="one image per prompt, built with the model's own processor (no pan-and-scan)")
-        return PatchMap(image_positions=positions, token_to_patch=mapping, grid=self.grid())
+        pooling = self.pooling()  # [t², P]
+        views, rest = divmod(positions.numel(), pooling.shape[0])
+        if rest or not views:
+            raise ModelError(f"gemma3: the prompt holds {positions.numel()} image tokens, not a whole number of "
+                             f"views of {pooling.shape[0]} tokens (mm_tokens_per_image)",
+                             fix="one image per prompt, built with the model's own processor")
+        if views == 1:
+            return PatchMap(image_positions=positions, token_to_patch=pooling, grid=self.grid())
+        # view v: its tokens v·t² … and its patches v·P …, pooled like the first (block-diagonal, sparse)
+        token, patch = torch.nonzero(pooling, as_tuple=True)
+        offsets = torch.arange(views)[:, None]
+        coords = torch.stack([(token + offsets * pooling.shape[0]).flatten(),
+                              (patch + offsets * pooling.shape[1]).flatten()])
+        values = pooling[token, patch].repeat(views)
+        mapping = torch.sparse_coo_tensor(coords, values, (views * pooling.shape[0], views * pooling.shape[1]),
+                                          check_invariants=True).coalesce()
+        return PatchMap(image_positions=positions, token_to_patch=mapping, grid=self.grid(), views=views)

@@ -285,11 +285,18 @@ def tiny_smolvlm(*, seed: int = 0, image_size: int = 24, patch_size: int = 4, sc
 
 # ---------------------------------------------------------------------- Gemma 3
 def tiny_gemma3(*, seed: int = 0, image_size: int = 32, patch_size: int = 4, tokens_per_image: int = 4,
-                sliding_window: int = 12, attn_logit_softcapping: float | None = None) -> LoadedModel:
+                sliding_window: int = 12, attn_logit_softcapping: float | None = None,
+                pan_and_scan: bool = False) -> LoadedModel:
     """Gemma 3: SigLIP tower on an 8×8 patch grid, 4×4 average pool → 2×2 image tokens between begin/end-of-image.
 
     The LM's layer 0 is a sliding-window layer (window 12: during generation the window holds part of the image
     block, so the capture's window bookkeeping is exercised), layer 1 a global one.
+
+    ``pan_and_scan``: the processor cuts images whose aspect ratio is at least 1.2 into 2–4 crops of at least
+    16 pixels (a 200×40 image: the whole image + 4 crops of 50×40; 48×32: + 2 crops), each one more view. It is
+    set on the image processor (as a checkpoint's ``preprocessor_config.json`` would) and on the processor's own
+    ``images_kwargs``, which Gemma3Processor passes to the image processor on every call, overriding its
+    attributes (class defaults: pan-and-scan off).
     """
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3TextConfig, SiglipVisionConfig
     from transformers.models.gemma3 import Gemma3Processor
@@ -297,10 +304,15 @@ def tiny_gemma3(*, seed: int = 0, image_size: int = 32, patch_size: int = 4, tok
 
     specials = {"image_token": "<image_soft_token>", "boi_token": "<start_of_image>", "eoi_token": "<end_of_image>"}
     tok = word_tokenizer(extra_specials=specials)
-    image_processor = Gemma3ImageProcessorPil(size={"height": image_size, "width": image_size},
-                                              do_pan_and_scan=False)
+    crops: dict[str, Any] = {"do_pan_and_scan": pan_and_scan}
+    if pan_and_scan:
+        crops.update(pan_and_scan_min_crop_size=16, pan_and_scan_max_num_crops=4,
+                     pan_and_scan_min_ratio_to_activate=1.2)
+    image_processor = Gemma3ImageProcessorPil(size={"height": image_size, "width": image_size}, **crops)
     processor = Gemma3Processor(image_processor=image_processor, tokenizer=tok, image_seq_length=tokens_per_image,
                                 chat_template=_chat_template("<start_of_image>"))
+    if pan_and_scan:  # an instance attribute: the class's defaults (shared by every Gemma3Processor) stay as they are
+        processor.images_kwargs = {**Gemma3Processor.images_kwargs, **crops}
     vision = SiglipVisionConfig(hidden_size=_WIDTH, intermediate_size=2 * _WIDTH, num_hidden_layers=2,
                                 num_attention_heads=_HEADS, image_size=image_size, patch_size=patch_size)
     text = Gemma3TextConfig(**_text_kwargs(

@@ -41,12 +41,17 @@ def images():
     return [Image.fromarray((rng.rand(h, w, 3) * 255).astype("uint8")) for h, w in ((40, 40), (32, 48), (64, 30))]
 
 
-@pytest.fixture(params=FAMILIES)
+# variants of a family's processor run through the same suite: Gemma 3 with pan-and-scan crops (several views)
+VARIANTS = {"gemma3+pan_and_scan": ("gemma3", {"pan_and_scan": True})}
+
+
+@pytest.fixture(params=[*FAMILIES, *VARIANTS])
 def family(request):
-    """(loaded model, Scratchpad) of one family, built once per module."""
+    """(loaded model, Scratchpad) of one family (or variant), built once per module."""
     name = request.param
     if name not in _CACHE:
-        loaded = tiny_model(name)
+        base, options = VARIANTS.get(name, (name, {}))
+        loaded = tiny_model(base, **options)
         sae = random_sae(loaded.adapter.vision_width(), 64, k=8, hook_layer=loaded.adapter.default_hook_layer())
         _CACHE[name] = (loaded, Scratchpad(loaded, sae, max_new_tokens=3))
     return _CACHE[name]
