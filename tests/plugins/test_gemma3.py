@@ -29,6 +29,22 @@ def image():
     return Image.fromarray((np.random.RandomState(5).rand(36, 52, 3) * 255).astype("uint8"))
 
 
+def tower_and_pool(model, inputs):
+    """One forward's tower output (``z``, ``[ΣV, P, d]``) and the projector's pooled grid (``pooled``)."""
+    seen = {}
+    handles = [
+        model.model.vision_tower.register_forward_hook(lambda _m, _a, out: seen.update(z=out.last_hidden_state)),
+        model.model.multi_modal_projector.avg_pool.register_forward_hook(lambda _m, _a, out: seen.update(pooled=out)),
+    ]
+    try:
+        with torch.no_grad():
+            model(**inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen
+
+
 def test_map_is_the_projectors_pool_of_the_hooked_patches(gemma3, image):
     adapter, model = gemma3.adapter, gemma3.model
     inputs = adapter.prepare([image], ["what color is the square ?"])
@@ -41,17 +57,7 @@ def test_map_is_the_projectors_pool_of_the_hooked_patches(gemma3, image):
         r, c = patches // cols, patches % cols
         assert set(r.tolist()) == set(range(4 * (token // 2), 4 * (token // 2) + 4))
         assert set(c.tolist()) == set(range(4 * (token % 2), 4 * (token % 2) + 4))
-    seen = {}
-    handles = [
-        model.model.vision_tower.register_forward_hook(lambda _m, _a, out: seen.update(z=out.last_hidden_state)),
-        model.model.multi_modal_projector.avg_pool.register_forward_hook(lambda _m, _a, out: seen.update(pooled=out)),
-    ]
-    try:
-        with torch.no_grad():
-            model(**inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
+    seen = tower_and_pool(model, inputs)
     pooled = seen["pooled"][0].flatten(1).T  # [4, d]: what the projector normalises and projects
     torch.testing.assert_close(pmap.token_to_patch @ seen["z"][0], pooled)
 
@@ -160,17 +166,7 @@ def test_pan_and_scan_views_and_map_follow_the_processor(scanning, wide):
         assert torch.equal(pmap.image_positions[rows], torch.arange(int(starts[v]) + 1, int(ends[v])))
         assert torch.equal(m[rows, 64 * v : 64 * (v + 1)], pooling)
         assert int(m[rows].count_nonzero()) == 64  # nothing outside view v's patches
-    seen = {}
-    handles = [
-        model.model.vision_tower.register_forward_hook(lambda _m, _a, out: seen.update(z=out.last_hidden_state)),
-        model.model.multi_modal_projector.avg_pool.register_forward_hook(lambda _m, _a, out: seen.update(pooled=out)),
-    ]
-    try:
-        with torch.no_grad():
-            model(**inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
+    seen = tower_and_pool(model, inputs)
     assert seen["z"].shape[0] == 5
     pooled = seen["pooled"].flatten(2).transpose(1, 2).reshape(20, -1)  # [5 views · 4 tokens, d]
     patches = adapter.patches_of(seen["z"], 1, inputs)[0]  # [320, d]
