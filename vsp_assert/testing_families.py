@@ -197,31 +197,45 @@ def tiny_paligemma(*, seed: int = 0, image_size: int = 16, patch_size: int = 4) 
 def tiny_idefics3(*, seed: int = 0, image_size: int = 16, patch_size: int = 4, scale_factor: int = 2,
                   longest_edge: int = 32) -> LoadedModel:
     """Idefics3: SigLIP-style tower on ``image_size`` tiles, image splitting, pixel-shuffle connector."""
-    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, LlamaConfig
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration
     from transformers.models.idefics3 import Idefics3Processor
     from transformers.models.idefics3.configuration_idefics3 import Idefics3VisionConfig
     from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 
-    rows_cols = [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)]
     specials = {"image_token": "<image>", "fake_image_token": "<fake_token_around_image>",
                 "global_image_token": "<global-img>", "end_of_utterance_token": "<end_of_utterance>"}
+    return _tiled_pixel_shuffle(
+        Idefics3ImageProcessorPil, Idefics3Processor, Idefics3VisionConfig, Idefics3Config,
+        Idefics3ForConditionalGeneration, specials=specials, name="tiny-idefics3", seed=seed, image_size=image_size,
+        patch_size=patch_size, scale_factor=scale_factor, longest_edge=longest_edge,
+    )
+
+
+def _tiled_pixel_shuffle(image_processor_cls: Any, processor_cls: Any, vision_config_cls: Any, config_cls: Any,
+                         model_cls: Any, *, specials: dict[str, str], name: str, seed: int, image_size: int,
+                         patch_size: int, scale_factor: int, longest_edge: int) -> LoadedModel:
+    """The Idefics3 wiring under a family's own classes: image splitting into tiles of ``image_size`` plus a
+    global view, ``<row_r_col_c>`` tile tokens, a pixel-shuffle connector by ``scale_factor``, a Llama LM."""
+    from transformers import LlamaConfig
+
+    rows_cols = [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)]
     tok = word_tokenizer(list(TINY_WORDS) + rows_cols, extra_specials=specials)
     tok.add_special_tokens({"additional_special_tokens": rows_cols})
     seq_len = (image_size // patch_size) ** 2 // scale_factor**2
-    image_processor = Idefics3ImageProcessorPil(
+    image_processor = image_processor_cls(
         do_resize=True, size={"longest_edge": longest_edge}, max_image_size={"longest_edge": image_size},
         do_image_splitting=True, do_pad=True,
     )
-    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tok, image_seq_len=seq_len,
-                                  chat_template=_chat_template("<image>"))
-    vision = Idefics3VisionConfig(hidden_size=_WIDTH, intermediate_size=2 * _WIDTH, num_hidden_layers=2,
-                                  num_attention_heads=_HEADS, image_size=image_size, patch_size=patch_size)
+    processor = processor_cls(image_processor=image_processor, tokenizer=tok, image_seq_len=seq_len,
+                              chat_template=_chat_template("<image>"))
+    vision = vision_config_cls(hidden_size=_WIDTH, intermediate_size=2 * _WIDTH, num_hidden_layers=2,
+                               num_attention_heads=_HEADS, image_size=image_size, patch_size=patch_size)
     text = LlamaConfig(**_text_kwargs(tok, max_position_embeddings=4096))
-    config = Idefics3Config(vision_config=vision, text_config=text, image_token_id=tok.image_token_id,
-                            scale_factor=scale_factor)
+    config = config_cls(vision_config=vision, text_config=text, image_token_id=tok.image_token_id,
+                        scale_factor=scale_factor)
     torch.manual_seed(seed)
-    model = Idefics3ForConditionalGeneration(config)
-    return _finish(model, processor, tok, "tiny-idefics3")
+    model = model_cls(config)
+    return _finish(model, processor, tok, name)
 
 
 def _image_only_smolvlm_processor(base: type) -> type:
@@ -254,33 +268,19 @@ def tiny_smolvlm(*, seed: int = 0, image_size: int = 24, patch_size: int = 4, sc
                  longest_edge: int = 48) -> LoadedModel:
     """SmolVLM: Idefics3's architecture under its own classes; pixel shuffle ×3 (as SmolVLM-Instruct: 6×6 patches
     per tile → 2×2 tokens of 9 patches each), tokens placed by ``SmolVLMProcessor``."""
-    from transformers import LlamaConfig, SmolVLMConfig, SmolVLMForConditionalGeneration
+    from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration
     from transformers.models.smolvlm import SmolVLMProcessor
     from transformers.models.smolvlm.configuration_smolvlm import SmolVLMVisionConfig
     from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil
 
-    rows_cols = [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)]
     # SmolVLMProcessor reads its placeholders from the tokenizer (Idefics3Processor hard-codes and adds them)
     specials = {"fake_image_token": "<fake_token_around_image>", "global_image_token": "<global-img>",
                 "end_of_utterance_token": "<end_of_utterance>", "video_token": "<video>"}
-    tok = word_tokenizer(list(TINY_WORDS) + rows_cols, extra_specials=specials)
-    tok.add_special_tokens({"additional_special_tokens": rows_cols})
-    seq_len = (image_size // patch_size) ** 2 // scale_factor**2
-    image_processor = SmolVLMImageProcessorPil(
-        do_resize=True, size={"longest_edge": longest_edge}, max_image_size={"longest_edge": image_size},
-        do_image_splitting=True, do_pad=True,
+    return _tiled_pixel_shuffle(
+        SmolVLMImageProcessorPil, _image_only_smolvlm_processor(SmolVLMProcessor), SmolVLMVisionConfig,
+        SmolVLMConfig, SmolVLMForConditionalGeneration, specials=specials, name="tiny-smolvlm", seed=seed,
+        image_size=image_size, patch_size=patch_size, scale_factor=scale_factor, longest_edge=longest_edge,
     )
-    processor = _image_only_smolvlm_processor(SmolVLMProcessor)(
-        image_processor=image_processor, tokenizer=tok, image_seq_len=seq_len, chat_template=_chat_template("<image>"),
-    )
-    vision = SmolVLMVisionConfig(hidden_size=_WIDTH, intermediate_size=2 * _WIDTH, num_hidden_layers=2,
-                                 num_attention_heads=_HEADS, image_size=image_size, patch_size=patch_size)
-    text = LlamaConfig(**_text_kwargs(tok, max_position_embeddings=4096))
-    config = SmolVLMConfig(vision_config=vision, text_config=text, image_token_id=tok.image_token_id,
-                           scale_factor=scale_factor)
-    torch.manual_seed(seed)
-    model = SmolVLMForConditionalGeneration(config)
-    return _finish(model, processor, tok, "tiny-smolvlm")
 
 
 # ---------------------------------------------------------------------- Gemma 3
