@@ -24,7 +24,7 @@ TEXT_HIDDEN = 256  # an LM wide enough that, as in real VLMs, activations (not P
 
 
 def _build(tokens_side: int, text_layers: int) -> Any:
-    from vsp_assert.testing_families import tiny_llava_next
+    from vsp_assert.testing.families import tiny_llava_next
 
     size = 8 * 4  # 8×8 patches of 4 px per view
     big = size * tokens_side
@@ -36,7 +36,7 @@ def _measure(mode: str, tokens_side: int, text_layers: int, rows: int) -> dict[s
     import torch
     from PIL import Image
 
-    from vsp_assert.attention import AttentionRecorder, recording
+    from vsp_assert.engine.attention import AttentionRecorder, recording
 
     loaded = _build(tokens_side, text_layers)
     model, adapter = loaded.model, loaded.adapter

@@ -137,7 +137,7 @@ def build(arch: Architecture, *, device: str, dtype: torch.dtype, seed: int = 0)
         LlavaProcessor,
     )
 
-    from vsp_assert.models import LoadedModel
+    from vsp_assert.engine.models import LoadedModel
     from vsp_assert.testing import CHAT_TEMPLATE, word_tokenizer
 
     tok = word_tokenizer()

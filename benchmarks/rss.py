@@ -69,7 +69,7 @@ def run(cases: int, every: int, model: str | None, sae: str | None) -> dict[str,
     from PIL import Image
 
     from vsp_assert import Intervention
-    from vsp_assert.hooks import count_hooks
+    from vsp_assert.engine.hooks import count_hooks
 
     torch.manual_seed(0)
     pad, what = build(model, sae)
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"RSS after {first[0]} cases: {first[1]:.1f} MiB; after {last[0]}: {last[1]:.1f} MiB; "
           f"growth {result['rss_growth_mib']:+.1f} MiB; hooks left on the model: {result['hooks_left']}")
     if args.json_path:
-        from vsp_assert.io import atomic_write_text
+        from vsp_assert.files import atomic_write_text
 
         atomic_write_text(args.json_path, json.dumps(result, indent=1) + "\n")
     return 0

@@ -160,7 +160,7 @@ def long_sequence(quick: bool) -> dict[str, Any]:
 
     from vsp_assert import Scratchpad
     from vsp_assert.testing import random_sae
-    from vsp_assert.testing_families import tiny_llava_next
+    from vsp_assert.testing.families import tiny_llava_next
 
     side = 2 if quick else 3
     size = 8 * 4
@@ -182,7 +182,7 @@ def long_sequence(quick: bool) -> dict[str, Any]:
 
 
 def scaling(pad: Any, sizes: list[int]) -> dict[str, Any]:
-    from vsp_assert.hooks import count_hooks
+    from vsp_assert.engine.hooks import count_hooks
 
     per_case: dict[str, float] = {}
     hooks = count_hooks(pad.model)

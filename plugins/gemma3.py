@@ -32,7 +32,7 @@ past an element's own views). The map of a one-view element is the ``[mm_tokens_
 as without pan-and-scan); with crops it is the block-diagonal ``[V·mm_tokens_per_image, V·P]`` (sparse COO).
 
 Answer tokens are text (0) when appended. The captured rows are the generating (text) tokens', whose mask the
-model passes as is, sliding-window layers included (see :mod:`vsp_assert.attention`). ``vision_once``: a batch
+model passes as is, sliding-window layers included (see :mod:`vsp_assert.engine.attention`). ``vision_once``: a batch
 of interventions on a one-view element shares one tower run (the hook expands it); an element with crops has
 its views repeated per row instead (:meth:`Gemma3Adapter.intervention_inputs`).
 
@@ -48,7 +48,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vsp_assert.adapters import PatchMap, register_adapter
+from vsp_assert.engine.adapter import PatchMap
 from vsp_assert.errors import ModelError
 
 from .llava import LlavaAdapter
@@ -58,7 +58,6 @@ class _Pooled(Exception):
     """Stops the projector's forward once its pool has run (its norm expects the vision width)."""
 
 
-@register_adapter
 class Gemma3Adapter(LlavaAdapter):
     family = "gemma3"
     model_types = ("gemma3",)

@@ -17,11 +17,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from vsp_assert.adapters import Adapter, PatchMap, register_adapter
+from vsp_assert.engine.adapter import Adapter, PatchMap
 from vsp_assert.errors import ModelError
 
 
-@register_adapter
 class LlavaAdapter(Adapter):
     family = "llava"
     model_types: ClassVar[tuple[str, ...]] = ("llava",)

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import torch
 
-from vsp_assert.adapters import PatchMap, register_adapter
+from vsp_assert.engine.adapter import PatchMap
 from vsp_assert.errors import ModelError
 
 from .llava import LlavaAdapter
 
 
-@register_adapter
 class LlavaNextAdapter(LlavaAdapter):
     family = "llava_next"
     model_types = ("llava_next",)

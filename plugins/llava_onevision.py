@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from vsp_assert.adapters import PatchMap, register_adapter
+from vsp_assert.engine.adapter import PatchMap
 from vsp_assert.errors import ModelError
 
 from .llava_next import LlavaNextAdapter
@@ -32,7 +32,6 @@ _CHUNK = 1024  # one-hot channels packed at a time (memory: ΣV · P_v · _CHUNK
 _MAPS_KEPT = 16  # sparse maps kept per adapter, by image size (a few hundred KB each at real sizes)
 
 
-@register_adapter
 class LlavaOnevisionAdapter(LlavaNextAdapter):
     family = "llava_onevision"
     model_types = ("llava_onevision",)

@@ -19,13 +19,12 @@ from typing import Any
 
 import torch
 
-from vsp_assert.adapters import PatchMap, register_adapter
+from vsp_assert.engine.adapter import PatchMap
 from vsp_assert.errors import ModelError
 
 from .llava import LlavaAdapter
 
 
-@register_adapter
 class PaliGemmaAdapter(LlavaAdapter):
     family = "paligemma"
     model_types = ("paligemma",)

@@ -17,12 +17,9 @@ from collections.abc import Sequence
 
 import torch
 
-from vsp_assert.adapters import register_adapter
-
 from .qwen2_vl import Qwen2VLAdapter
 
 
-@register_adapter
 class Qwen2_5_VLAdapter(Qwen2VLAdapter):  # noqa: N801 - transformers' spelling
     family = "qwen2_5_vl"
     model_types = ("qwen2_5_vl",)

@@ -22,13 +22,12 @@ from collections.abc import Sequence
 
 import torch
 
-from vsp_assert.adapters import PatchMap, register_adapter
+from vsp_assert.engine.adapter import PatchMap
 from vsp_assert.errors import ModelError
 
 from .llava import LlavaAdapter
 
 
-@register_adapter
 class Qwen2VLAdapter(LlavaAdapter):
     family = "qwen2_vl"
     model_types = ("qwen2_vl",)

@@ -60,8 +60,8 @@ def saved(tmp_path_factory):
     from PIL import Image
 
     from vsp_assert import Scratchpad, load_model, load_sae
-    from vsp_assert.labels import ConceptLabels
-    from vsp_assert.sae import save_sae
+    from vsp_assert.engine.labels import ConceptLabels
+    from vsp_assert.engine.sae import save_sae
     from vsp_assert.testing import random_sae, save_model, tiny_llava
 
     root = tmp_path_factory.mktemp("vsp")

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vsp_assert.analysis import cluster_latents, find_sufficient_set, heatmap, select_latents
+from vsp_assert.engine.analysis import cluster_latents, find_sufficient_set, heatmap, select_latents
 
 
 @settings(max_examples=40, deadline=None)

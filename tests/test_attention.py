@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vsp_assert import Scratchpad
-from vsp_assert.attention import CAPTURE_IMPLEMENTATION, active_recorder
+from vsp_assert.engine.attention import CAPTURE_IMPLEMENTATION, active_recorder
 
 PROMPTS = ["what color is the square ?", "is there a red circle ?", "describe the image", "shape ?"]
 
@@ -16,16 +16,16 @@ PROMPTS = ["what color is the square ?", "is there a red circle ?", "describe th
 def eager_reference(loaded, trace, layers):
     """Mean over heads and ``layers`` of eager attention rows that produced each output token, image keys only."""
     model = loaded.model
-    ids = torch.cat([trace._inputs["input_ids"][0], trace.output_ids])[None]
+    ids = torch.cat([trace.replay.inputs["input_ids"][0], trace.output_ids])[None]
     model.set_attn_implementation({"text_config": "eager"})
     try:
         with torch.no_grad():
-            out = model(input_ids=ids, pixel_values=trace._inputs["pixel_values"], output_attentions=True)
+            out = model(input_ids=ids, pixel_values=trace.replay.inputs["pixel_values"], output_attentions=True)
     finally:
         loaded.adapter.install_attention_capture()
     att = torch.stack([out.attentions[i] for i in layers])[:, 0]  # [L, H, S, S]
     image_pos = torch.nonzero(ids[0] == model.config.image_token_id).flatten()
-    rows = torch.arange(trace._prompt_len - 1, trace._prompt_len - 1 + trace.n_tokens)
+    rows = torch.arange(trace.replay.prompt_len - 1, trace.replay.prompt_len - 1 + trace.n_tokens)
     sel = att[:, :, rows][..., image_pos].mean(dim=(0, 1))  # [T, N_img]
     return sel / sel.sum(-1, keepdim=True)
 
@@ -66,7 +66,7 @@ def test_capture_does_not_change_the_model_output(tiny, images):
 
 @pytest.mark.parametrize("rows", [1, 3])
 def test_image_attention_rows_against_full_softmax(rows):
-    from vsp_assert.attention import image_attention_rows
+    from vsp_assert.engine.attention import image_attention_rows
 
     q = torch.randn(2, 4, 6, 8)
     k = torch.randn(2, 2, 6, 8)
@@ -84,7 +84,7 @@ def test_capture_refuses_soft_capped_attention():
     """Gemma 2 soft-caps attention logits inside the kernel; sdpa cannot, so the capture must not run it."""
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
-    from vsp_assert.attention import register
+    from vsp_assert.engine.attention import register
     from vsp_assert.errors import ModelError
 
     config = Gemma2Config(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
@@ -99,7 +99,7 @@ def test_capture_refuses_soft_capped_attention():
 
 def test_image_attention_rows_with_a_sliding_window_cache():
     """Keys 0..K-1 stand for sequence positions offset..offset+K-1; image tokens before the window get 0."""
-    from vsp_assert.attention import image_attention_rows
+    from vsp_assert.engine.attention import image_attention_rows
 
     q, k = torch.randn(1, 2, 1, 4), torch.randn(1, 2, 5, 4)
     pos = torch.tensor([[1, 3, 4, 6]])  # sequence positions; the cache holds positions 3..7

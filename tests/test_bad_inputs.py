@@ -25,13 +25,13 @@ import numpy as np
 import pytest
 import torch
 
-from vsp_assert.baseline import read_baseline
-from vsp_assert.cases import parse_case_file
+from vsp_assert.checks.baseline import read_baseline
+from vsp_assert.checks.load import parse_case_file
+from vsp_assert.engine.images import load_image
+from vsp_assert.engine.labels import ConceptLabels
+from vsp_assert.engine.models import load_model
+from vsp_assert.engine.sae import load_sae
 from vsp_assert.errors import CaseError, InputError, ModelError, SAEError, VspError
-from vsp_assert.images import load_image
-from vsp_assert.labels import ConceptLabels
-from vsp_assert.models import load_model
-from vsp_assert.sae import load_sae
 
 CORPUS = Path(__file__).parent / "corpus"
 CASES = CORPUS / "cases"
@@ -47,7 +47,7 @@ MESSAGES = _messages()
 
 
 def expected(entry_id: str, tmp: Path | None = None) -> str:
-    from vsp_assert.adapters import registered
+    from vsp_assert.engine.adapter import registered
 
     adapters = ", ".join(sorted(registered()))  # what is registered depends on the plugins imported so far
     return (MESSAGES[entry_id].replace("{corpus}", str(CORPUS)).replace("{tmp}", str(tmp))
@@ -298,7 +298,7 @@ def test_bad_run_time_input_gives_one_project_error(models, name, call, error) -
 
 def test_attended_token_missing_from_the_answer_is_a_failing_record(models, tmp_path: Path) -> None:
     """Not an exception: the case runs and records what the answer's tokens were."""
-    from vsp_assert.assertions import run_case
+    from vsp_assert.checks.assertions import run_case
 
     shutil.copy(CASES / "img.png", tmp_path / "img.png")
     (tmp_path / "cases.yaml").write_text(f"""
@@ -340,4 +340,4 @@ cases:
     debug = pytester.runpytest("--vsp-debug")
     debug.assert_outcomes(failed=1)
     text = debug.stdout.str()
-    assert "vsp_assert/labels.py" in text and "InputError" in text  # the full traceback, down to the raise
+    assert "vsp_assert/engine/labels.py" in text and "InputError" in text  # the full traceback, down to the raise

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from vsp_assert import Intervention, Scratchpad
-from vsp_assert.attention import AttentionRecorder, active_recorder
-from vsp_assert.hooks import count_hooks
-from vsp_assert.sae import SAE
+from vsp_assert.engine.attention import AttentionRecorder, active_recorder
+from vsp_assert.engine.hooks import count_hooks
+from vsp_assert.engine.sae import SAE
 
 PROMPT = "what color is the square ?"
 OUTCOME = re.compile(r"^(PASSED|FAILED|XFAIL|XPASS|SKIPPED|ERROR) (\S+\.yaml::\S+)", re.MULTILINE)
@@ -151,7 +151,7 @@ def test_a_case_raising_mid_trace_leaves_the_model_clean(fresh, images, monkeypa
 
 def test_a_case_raising_mid_intervention_leaves_the_next_one_as_in_a_fresh_session(fresh, images,
                                                                                      monkeypatch) -> None:
-    import vsp_assert.interventions as iv
+    import vsp_assert.engine.interventions as iv
 
     reference_pad = fresh()
     ref = reference_pad.intervene(reference_pad.run(images[1], PROMPT), [Intervention.ablate("red")])[0]

@@ -23,19 +23,18 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from vsp_assert.baseline import diff_profiles, drift_records, read_baseline, update_baseline
-from vsp_assert.cases import (
+from vsp_assert.checks.baseline import diff_profiles, drift_records, read_baseline, update_baseline
+from vsp_assert.checks.load import (
     ANSWER_KEYS,
     CASE_KEYS,
     CAUSAL_KEYS,
     EXPECT_KEYS,
     FILE_KEYS,
-    Case,
-    CaseFile,
     parse_case_file,
 )
+from vsp_assert.checks.schema import Case, CaseFile
+from vsp_assert.engine.labels import ConceptLabels
 from vsp_assert.errors import CaseError, SAEError, VspError
-from vsp_assert.labels import ConceptLabels
 
 CI = bool(os.environ.get("CI"))
 FUZZ = settings(
@@ -454,7 +453,7 @@ def test_baseline_files_give_entries_or_the_project_error(tmp_path_factory: pyte
         assert not valid, str(exc)
         assert exc.file == str(path)
         return
-    from vsp_assert.cases import Tolerance
+    from vsp_assert.checks.schema import Tolerance
 
     for prof in cases.values():  # a baseline the reader accepts is usable by the drift check
         drift_records(diff_profiles(prof, prof, None, 3), Tolerance())

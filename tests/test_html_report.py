@@ -1,7 +1,7 @@
 """The static HTML report: structure, self-containment, escaping, report.json, and a headless Chromium render.
 
 Traces come from the tiny in-process LLaVA and a random SAE with labelled concepts; records come from the real
-checks in ``vsp_assert.assertions`` (captured, attended, answer, and causal through ``Scratchpad.intervene``).
+checks in ``vsp_assert.checks.assertions`` (captured, attended, answer, and causal through ``Scratchpad.intervene``).
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ import pytest
 from PIL import Image
 
 from vsp_assert import Intervention, Scratchpad
-from vsp_assert.analysis import heatmap
-from vsp_assert.assertions import check_answer, check_attended, check_captured, check_causal
-from vsp_assert.cases import AnswerSpec, AttendedSpec, CapturedSpec, CausalSpec
-from vsp_assert.html_report import IMAGE_BOX, OVERLAY_BOX, fit_image, overlay, write_report
+from vsp_assert.checks.assertions import check_answer, check_attended, check_captured, check_causal
+from vsp_assert.checks.schema import AnswerSpec, AttendedSpec, CapturedSpec, CausalSpec
+from vsp_assert.engine.analysis import heatmap
 from vsp_assert.render.colormap import ANCHORS, hex_colour, ramp
+from vsp_assert.render.html import IMAGE_BOX, OVERLAY_BOX, fit_image, overlay, write_report
 
 QUADRANTS = [(255, 0, 0), (0, 200, 0), (0, 0, 255), (255, 255, 0)]  # top-left, top-right, bottom-left, bottom-right
 EVIL_PROMPT = "what color is the <script>alert(1)</script> square ?"

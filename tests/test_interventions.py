@@ -8,10 +8,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vsp_assert import Intervention, Scratchpad
+from vsp_assert.engine.hooks import count_hooks, forward_hook
+from vsp_assert.engine.interventions import make_edit, resolve
+from vsp_assert.engine.sae import SAE
 from vsp_assert.errors import InputError
-from vsp_assert.hooks import count_hooks, forward_hook
-from vsp_assert.interventions import make_edit, resolve
-from vsp_assert.sae import SAE
 
 
 def forward_logits(loaded, inputs, edit=None, module=None):
@@ -119,7 +119,7 @@ def test_interrupt_mid_intervention_leaves_the_next_case_unaffected(pad, images,
     reference = pad.intervene(pad.run(images[1], "shape ?"), [Intervention.ablate("red")])[0]
     before = count_hooks(pad.model)
     trace = pad.run(images[1], "shape ?")
-    import vsp_assert.interventions as iv
+    import vsp_assert.engine.interventions as iv
 
     original = iv.EditPlan.delta
 
@@ -259,7 +259,7 @@ def test_the_edit_never_reads_a_value_back_from_the_device(pad, images, monkeypa
     # on a GPU any such read is a synchronisation in the middle of the forward
     from torch.overrides import TorchFunctionMode
 
-    import vsp_assert.scratchpad as scratchpad
+    import vsp_assert.engine.scratchpad as scratchpad
 
     host_reads = {"__bool__", "item", "tolist", "__int__", "__float__", "__index__", "cpu", "numpy"}
     seen: list[str] = []
@@ -292,7 +292,7 @@ def test_the_edit_never_reads_a_value_back_from_the_device(pad, images, monkeypa
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(n=st.integers(1, 6), image=st.integers(0, 2))
 def test_last_positions_only_keeps_the_read_logits(pad, images, n, image):
-    from vsp_assert.hooks import last_positions_only
+    from vsp_assert.engine.hooks import last_positions_only
 
     inputs = pad.loaded.adapter.prepare([images[image]], ["is there a red circle ?"])
     layer = pad.adapter.lm_last_layer()
@@ -304,7 +304,7 @@ def test_last_positions_only_keeps_the_read_logits(pad, images, n, image):
 
 
 def test_last_positions_only_leaves_no_hook_even_when_the_forward_raises(pad, images):
-    from vsp_assert.hooks import last_positions_only
+    from vsp_assert.engine.hooks import last_positions_only
 
     layer = pad.adapter.lm_last_layer()
     before = count_hooks(pad.model)
@@ -329,7 +329,7 @@ def test_the_intervention_forward_computes_the_last_layer_only_where_logits_are_
 def test_last_positions_only_restores_tuple_outputs_of_a_mixture_of_experts_mlp():
     from torch import nn
 
-    from vsp_assert.hooks import last_positions_only
+    from vsp_assert.engine.hooks import last_positions_only
 
     class MoE(nn.Module):  # returns (hidden, router logits) like mixture-of-experts blocks
         def __init__(self):

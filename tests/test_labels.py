@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from vsp_assert.engine.labels import ConceptLabels
 from vsp_assert.errors import InputError
-from vsp_assert.labels import ConceptLabels
 
 LABELS = ConceptLabels(64, {"red": [1, 2], "stripes": [4, 5, 6], "square": [2, 9]})
 

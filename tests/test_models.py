@@ -11,7 +11,7 @@ PROMPT = "what color is the square ?"
 
 def test_device_auto_places_with_accelerate_and_gives_the_same_results(saved, monkeypatch):
     pytest.importorskip("accelerate")
-    from vsp_assert.adapters import adapter_for
+    from vsp_assert.engine.adapter import adapter_for
 
     plain = Scratchpad(load_model(saved["model"], device="cpu"), load_sae(saved["sae"], device="cpu"))
     adapter = adapter_for("llava")

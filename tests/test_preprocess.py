@@ -8,7 +8,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vsp_assert.preprocess import ImageCache
+from vsp_assert.engine.preprocess import ImageCache
 
 
 def _image(seed: int, h: int = 24, w: int = 30):

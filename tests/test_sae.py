@@ -9,9 +9,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vsp_assert.engine.labels import ConceptLabels
+from vsp_assert.engine.sae import load_sae, save_sae
 from vsp_assert.errors import SAEError
-from vsp_assert.labels import ConceptLabels
-from vsp_assert.sae import load_sae, save_sae
 from vsp_assert.testing import random_sae
 
 ARCHS = ["standard", "topk", "jumprelu"]

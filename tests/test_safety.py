@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vsp_assert.cases import _Loader, load_yaml, parse_case_file
+from vsp_assert.checks.load import parse_case_file
+from vsp_assert.checks.yaml_lines import _Loader, load_yaml
 from vsp_assert.errors import CaseError, ModelError
 
 PACKAGE = Path(__file__).resolve().parents[1] / "vsp_assert"
@@ -41,7 +42,7 @@ def test_yaml_is_read_with_a_safe_loader_subclass_only() -> None:
             loads += 1
             loader = _keyword(call, "Loader")
             assert isinstance(loader, ast.Name) and loader.id == "_Loader", path
-    assert loads == 1  # the one in cases.load_yaml
+    assert loads == 1  # the one in checks.yaml_lines.load_yaml
 
 
 def test_a_python_tag_is_a_case_error_and_never_runs(tmp_path: Path) -> None:
@@ -83,7 +84,7 @@ def test_trust_remote_code_is_never_switched_on_by_the_package() -> None:
 def test_load_model_passes_trust_remote_code_false_unless_asked(tmp_path: Path, monkeypatch) -> None:
     import transformers
 
-    from vsp_assert.models import load_model
+    from vsp_assert.engine.models import load_model
 
     seen: list[object] = []
 

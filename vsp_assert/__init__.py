@@ -6,7 +6,11 @@ import torch or transformers):
 - :func:`load_model` — a VLM and the adapter of its family (``"shapes"`` for the shipped shapes-world model);
 - :func:`load_sae` — an SAE in the SAELens folder format (``"shapes"`` for the shipped one);
 - :class:`Scratchpad` — runs (image, prompt), returns a :class:`Trace` (answer, latents per patch, attention per
-  output token, attention-weighted concept scores) and runs interventions on it.
+  output token, attention-weighted concept scores) with the fluent ``assert_*`` checks, and runs interventions.
+
+The package follows the flow case → adapter → trace → analysis → checks → report: ``engine/`` (models, adapters,
+SAE, tracing, interventions, analysis), ``checks/`` (case schema, assertions, baselines), ``render/`` (terminal
+and HTML), ``pytest_plugin/``, ``cli/``, ``shapes/`` and ``testing/``; docs/architecture.md walks through it.
 """
 
 from __future__ import annotations
@@ -16,29 +20,36 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load_model": ("vsp_assert.models", "load_model"),
-    "LoadedModel": ("vsp_assert.models", "LoadedModel"),
-    "load_sae": ("vsp_assert.sae", "load_sae"),
-    "save_sae": ("vsp_assert.sae", "save_sae"),
-    "SAE": ("vsp_assert.sae", "SAE"),
-    "ConceptLabels": ("vsp_assert.labels", "ConceptLabels"),
-    "Scratchpad": ("vsp_assert.scratchpad", "Scratchpad"),
-    "Trace": ("vsp_assert.trace", "Trace"),
-    "Intervention": ("vsp_assert.interventions", "Intervention"),
-    "InterventionResult": ("vsp_assert.interventions", "InterventionResult"),
+    "load_model": ("vsp_assert.engine.models", "load_model"),
+    "LoadedModel": ("vsp_assert.engine.models", "LoadedModel"),
+    "load_sae": ("vsp_assert.engine.sae", "load_sae"),
+    "save_sae": ("vsp_assert.engine.sae", "save_sae"),
+    "SAE": ("vsp_assert.engine.sae", "SAE"),
+    "ConceptLabels": ("vsp_assert.engine.labels", "ConceptLabels"),
+    "Scratchpad": ("vsp_assert.checks.fluent", "Scratchpad"),
+    "Trace": ("vsp_assert.engine.trace", "Trace"),
+    "CheckedTrace": ("vsp_assert.checks.fluent", "CheckedTrace"),
+    "Intervention": ("vsp_assert.engine.interventions", "Intervention"),
+    "InterventionResult": ("vsp_assert.engine.interventions", "InterventionResult"),
+    "ConceptAssertionError": ("vsp_assert.checks.assertions", "ConceptAssertionError"),
     "VspError": ("vsp_assert.errors", "VspError"),
+    "CaseError": ("vsp_assert.errors", "CaseError"),
+    "SAEError": ("vsp_assert.errors", "SAEError"),
+    "ModelError": ("vsp_assert.errors", "ModelError"),
+    "InputError": ("vsp_assert.errors", "InputError"),
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
 
 if TYPE_CHECKING:
-    from .errors import VspError
-    from .interventions import Intervention, InterventionResult
-    from .labels import ConceptLabels
-    from .models import LoadedModel, load_model
-    from .sae import SAE, load_sae, save_sae
-    from .scratchpad import Scratchpad
-    from .trace import Trace
+    from vsp_assert.checks.assertions import ConceptAssertionError
+    from vsp_assert.checks.fluent import CheckedTrace, Scratchpad
+    from vsp_assert.engine.interventions import Intervention, InterventionResult
+    from vsp_assert.engine.labels import ConceptLabels
+    from vsp_assert.engine.models import LoadedModel, load_model
+    from vsp_assert.engine.sae import SAE, load_sae, save_sae
+    from vsp_assert.engine.trace import Trace
+    from vsp_assert.errors import CaseError, InputError, ModelError, SAEError, VspError
 
 
 def __getattr__(name: str) -> Any:

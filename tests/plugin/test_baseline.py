@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from vsp_assert.baseline import baseline_path, read_baseline, update_baseline
+from vsp_assert.checks.baseline import baseline_path, read_baseline, update_baseline
 from vsp_assert.errors import CaseError
 
 CASES = """

@@ -61,15 +61,14 @@ def test_no_hook_survives_a_case(vsp):
 """)
     vsp.makeconftest("""
         import pytest
-        from vsp_assert.hooks import count_hooks
-        from vsp_assert.plugin import CONFIG_KEY
+        from vsp_assert.engine.hooks import count_hooks
+        from vsp_assert.pytest_plugin.session import vsp_session
 
         counts = []
 
         @pytest.hookimpl(trylast=True)
         def pytest_runtest_teardown(item):
-            cache = item.config.stash[CONFIG_KEY].cache
-            counts.extend(count_hooks(v.model) for k, v in cache.items() if k.startswith("pad::"))
+            counts.extend(count_hooks(pad.model) for pad in vsp_session(item.config).pads.values())
 
         def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(f"HOOK COUNTS {counts}")

@@ -1,6 +1,6 @@
 """Every built-in VLM family on a tiny random-weight model of its real transformers classes and processor.
 
-One parametrised suite per family (``vsp_assert.testing_families``): the SAE hook sees the image's patches, the
+One parametrised suite per family (``vsp_assert.testing.families``): the SAE hook sees the image's patches, the
 token ↔ patch map agrees with the processor's placement *and* with the model's own wiring (perturbing one patch
 at the hooked layer changes exactly the LM image embeddings the map says carry it), captured attention equals
 eager ``output_attentions`` with the rest of the model under sdpa, no-op interventions are bit-exact and an
@@ -18,13 +18,13 @@ import pytest
 import torch
 
 from vsp_assert import Intervention, Scratchpad
-from vsp_assert.adapters import ENTRY_POINT_GROUP, Adapter, adapter_for, register_adapter
-from vsp_assert.attention import CAPTURE_IMPLEMENTATION
+from vsp_assert.engine.adapter import ENTRY_POINT_GROUP, Adapter, adapter_for, register_adapter
+from vsp_assert.engine.attention import CAPTURE_IMPLEMENTATION
+from vsp_assert.engine.hooks import forward_hook
+from vsp_assert.engine.interventions import make_edit, resolve
 from vsp_assert.errors import ModelError
-from vsp_assert.hooks import forward_hook
-from vsp_assert.interventions import make_edit, resolve
 from vsp_assert.testing import random_sae
-from vsp_assert.testing_families import FAMILIES, tiny_model
+from vsp_assert.testing.families import FAMILIES, tiny_model
 
 PROMPTS = ["what color is the square ?", "is there a red circle ?", "describe the image"]
 # patches per LM image token (1 elsewhere; LLaVA-OneVision's bilinear pooling is checked on its own; the Idefics3
@@ -173,7 +173,7 @@ def test_patch_map_follows_the_model_wiring(family, images):
 def eager_patch_attention(loaded, trace, layers):
     """Eager ``output_attentions`` rows that produced each output token, mapped to patches like the Trace."""
     adapter, model = loaded.adapter, loaded.model
-    inputs = adapter.teacher_forced_inputs(trace._inputs, trace.output_ids)
+    inputs = adapter.teacher_forced_inputs(trace.replay.inputs, trace.output_ids)
     model.set_attn_implementation({"text_config": "eager"})
     try:
         with torch.no_grad():
@@ -182,7 +182,7 @@ def eager_patch_attention(loaded, trace, layers):
         adapter.install_attention_capture()
     att = torch.stack([out.attentions[i] for i in layers])[:, 0]  # [L, H, S, S]
     pmap = adapter.patch_map(inputs, 0)
-    rows = torch.arange(trace._prompt_len - 1, trace._prompt_len - 1 + trace.n_tokens)
+    rows = torch.arange(trace.replay.prompt_len - 1, trace.replay.prompt_len - 1 + trace.n_tokens)
     per_token = att[:, :, rows][..., pmap.image_positions].mean(dim=(0, 1))  # [T, N_img]
     mapped = pmap.to_patches(per_token)  # [T, P]
     return mapped / mapped.sum(-1, keepdim=True)
@@ -216,7 +216,7 @@ def test_noop_intervention_is_bit_identical(family, images):
 def test_ablation_changes_logits_only_from_the_image_on(family, images):
     loaded, pad = family
     trace = pad.run(images[0], PROMPTS[0])
-    inputs = trace._inputs
+    inputs = trace.replay.inputs
     top = int(trace.image_scores.argmax())
     edit = make_edit(pad.sae, loaded.adapter, [resolve(Intervention.ablate(top), pad.labels, trace.n_patches)],
                      inputs)
@@ -232,13 +232,13 @@ def test_ablation_changes_logits_only_from_the_image_on(family, images):
 
 
 def test_last_layer_trimmed_to_the_read_positions_gives_the_same_logits_and_results(family, images):
-    from vsp_assert.hooks import count_hooks, last_positions_only
+    from vsp_assert.engine.hooks import count_hooks, last_positions_only
 
     loaded, pad = family
     layer = loaded.adapter.lm_last_layer()
     assert layer is not None, "the adapter finds the LM's last decoder layer"
     trace = pad.run(images[1], PROMPTS[1])
-    inputs = trace._inputs
+    inputs = trace.replay.inputs
     hooks = count_hooks(loaded.model)
     with torch.no_grad():
         full = loaded.model(**inputs).logits  # [1, L, V]
@@ -279,7 +279,7 @@ def test_packed_family_needs_the_forward_inputs(images):
 
 # ---------------------------------------------------------------------- registry
 def test_third_party_adapter_found_through_entry_point(tmp_path, monkeypatch):
-    import vsp_assert.adapters as adapters
+    import vsp_assert.engine.adapter as adapters
 
     (tmp_path / "thirdparty_vlm.py").write_text(textwrap.dedent("""
         from vsp_assert.plugins.llava import LlavaAdapter
@@ -305,7 +305,7 @@ def test_third_party_adapter_found_through_entry_point(tmp_path, monkeypatch):
 
 
 def test_duplicate_registration_is_refused(monkeypatch):
-    import vsp_assert.adapters as adapters
+    import vsp_assert.engine.adapter as adapters
 
     monkeypatch.setattr(adapters, "_REGISTRY", dict(adapters.registered()))
 

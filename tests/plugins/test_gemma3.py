@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from vsp_assert import Intervention, Scratchpad
-from vsp_assert.attention import CAPTURE_IMPLEMENTATION, _capture_attention_forward
+from vsp_assert.engine.attention import CAPTURE_IMPLEMENTATION, _capture_attention_forward
+from vsp_assert.engine.hooks import forward_hook
+from vsp_assert.engine.interventions import make_edit, resolve
 from vsp_assert.errors import ModelError
-from vsp_assert.hooks import forward_hook
-from vsp_assert.interventions import make_edit, resolve
 from vsp_assert.testing import random_sae
-from vsp_assert.testing_families import tiny_gemma3
+from vsp_assert.testing.families import tiny_gemma3
 
 
 @pytest.fixture(scope="module")
@@ -205,10 +205,10 @@ def test_scratchpad_runs_and_intervenes_on_pan_and_scan_images(scanning, wide, s
     trace = pad.run(wide, "describe the image")
     assert trace.grid == (8, 8) and trace.n_patches == 5 * 64
     assert trace.acts.shape == (5 * 64, 64) and trace.attention.shape == (trace.n_tokens, 5 * 64)
-    assert trace._inputs["pixel_values"].shape[0] == 5
+    assert trace.replay.inputs["pixel_values"].shape[0] == 5
 
     # a no-op edit is bit-identical; an ablation on crop 3's patches leaves every logit before its block alone
-    inputs = trace._inputs
+    inputs = trace.replay.inputs
     pmap = loaded.adapter.patch_map(inputs, 0)
     crop3 = list(range(3 * 64, 4 * 64))
     top = int(trace.acts[crop3].sum(0).argmax())  # the latent most active on crop 3
@@ -259,8 +259,8 @@ def test_pan_and_scan_batched_run_equals_single_runs(scanning, wide, square):
         assert alone.grid == joint.grid and alone.n_patches == joint.n_patches
         torch.testing.assert_close(joint.acts, alone.acts, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(joint.attention, alone.attention, rtol=1e-4, atol=1e-5)
-        for key, value in alone._inputs.items():
-            assert torch.equal(joint._inputs[key], value), key
+        for key, value in alone.replay.inputs.items():
+            assert torch.equal(joint.replay.inputs[key], value), key
 
 
 def test_soft_capped_attention_is_refused_with_the_alternative(gemma3):
@@ -282,7 +282,7 @@ def test_configured_softcapping_is_captured_as_eager_runs_it(image):
     except ModelError as error:
         assert "attn_logit_softcapping=None" in str(error)
         return
-    inputs = loaded.adapter.teacher_forced_inputs(trace._inputs, trace.output_ids)
+    inputs = loaded.adapter.teacher_forced_inputs(trace.replay.inputs, trace.output_ids)
     loaded.model.set_attn_implementation({"text_config": "eager"})
     try:
         with torch.no_grad():
@@ -290,7 +290,7 @@ def test_configured_softcapping_is_captured_as_eager_runs_it(image):
     finally:
         loaded.adapter.install_attention_capture()
     pmap = loaded.adapter.patch_map(inputs, 0)
-    rows = torch.arange(trace._prompt_len - 1, trace._prompt_len - 1 + trace.n_tokens)
+    rows = torch.arange(trace.replay.prompt_len - 1, trace.replay.prompt_len - 1 + trace.n_tokens)
     att = torch.stack(out.attentions)[:, 0][:, :, rows][..., pmap.image_positions].mean(dim=(0, 1))  # [T, N_img]
     mapped = pmap.to_patches(att)
     torch.testing.assert_close(trace.attention, mapped / mapped.sum(-1, keepdim=True), rtol=1e-4, atol=1e-6)

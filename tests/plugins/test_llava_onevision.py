@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vsp_assert.errors import ModelError
-from vsp_assert.testing_families import tiny_llava_onevision
+from vsp_assert.testing.families import tiny_llava_onevision
 
 
 @pytest.fixture(scope="module")

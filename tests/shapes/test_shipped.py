@@ -83,7 +83,7 @@ def test_cli_report_json(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_shipped_sae_loads_by_name() -> None:
-    from vsp_assert.sae import load_sae
+    from vsp_assert.engine.sae import load_sae
 
     sae = load_sae("shapes")
     assert sae.hook_layer == "model.vision_tower.encoder.layers.2"

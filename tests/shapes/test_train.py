@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-from vsp_assert.sae import load_sae
+from vsp_assert.engine.sae import load_sae
 from vsp_assert.shapes.train import TrainConfig, lr_at, train_and_save, train_model
 from vsp_assert.shapes.train_sae import SAETrainConfig, train_and_save_sae, train_topk_sae
 

@@ -1,4 +1,4 @@
 """Rendering: turn recorded traces and assertion results into text (terminal) and HTML (reports).
 
-Rendering never runs the model: it reads :class:`~vsp_assert.trace.Trace` objects and assertion records.
+Rendering never runs the model: it reads :class:`~vsp_assert.engine.trace.Trace` objects and assertion records.
 """

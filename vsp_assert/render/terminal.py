@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from tabulate import tabulate
 
-from ..analysis import Heatmap, heatmap
-from .style import SHADES, Style, visible_len
+from vsp_assert.engine.analysis import Heatmap, heatmap
+from vsp_assert.render.style import SHADES, Style, visible_len
 
 if TYPE_CHECKING:
-    from ..trace import Trace
+    from vsp_assert.engine.trace import Trace
 
 CELL = 7  # characters per heatmap column (value + shade)
 TOKEN_COL = 14

@@ -55,7 +55,7 @@ def _perturb(args: argparse.Namespace) -> int:
     a stand-in for a fine-tune, to try drift checks and ``vsp-assert compare``."""
     import torch
 
-    from vsp_assert.models import load_model
+    from vsp_assert.engine.models import load_model
     from vsp_assert.testing import save_model
 
     loaded = load_model(args.model)

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from vsp_assert.labels import ConceptLabels
+from vsp_assert.engine.labels import ConceptLabels
 from vsp_assert.shapes.world import CONCEPTS
 
 CONCEPT_PRECISION = 0.8

@@ -25,7 +25,7 @@ import torch
 from tabulate import tabulate
 from transformers import AutoTokenizer, LlavaForConditionalGeneration
 
-from vsp_assert.sae import SAE, load_sae
+from vsp_assert.engine.sae import SAE, load_sae
 from vsp_assert.shapes.inference import PromptEncoder, answers, edit_layer_output, layer_activations
 from vsp_assert.shapes.labelling import build_labels, concept_precision
 from vsp_assert.shapes.mechanisms import MECHANISMS, Probe, clean_examples

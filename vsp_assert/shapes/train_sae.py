@@ -8,7 +8,7 @@ labels are not confounded by the planted co-occurrences. The SAE is a TopK SAE i
 (``b_dec`` subtracted from the input), trained with Adam on the normalised MSE, unit-norm decoder rows after
 every step and an AuxK loss that lets latents dead for a while learn the residual. Latents are then labelled
 on a separate set of scenes by :mod:`vsp_assert.shapes.labelling` and the folder is written with
-:func:`vsp_assert.sae.save_sae` (SAELens format + sidecar + ``concepts.json``). Dead latents are reported.
+:func:`vsp_assert.engine.sae.save_sae` (SAELens format + sidecar + ``concepts.json``). Dead latents are reported.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from transformers import LlavaForConditionalGeneration
 
-from vsp_assert.sae import save_sae
+from vsp_assert.engine.sae import save_sae
 from vsp_assert.shapes.inference import layer_activations
 from vsp_assert.shapes.labelling import build_labels, concept_precision
 from vsp_assert.shapes.train import hook_layer_path

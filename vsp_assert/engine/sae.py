@@ -28,8 +28,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from .errors import SAEError
-from .labels import ConceptLabels
+from vsp_assert.engine.labels import ConceptLabels
+from vsp_assert.errors import SAEError
 
 Architecture = Literal["standard", "topk", "jumprelu"]
 Normalize = Literal["none", "expected_average_only_in", "constant_norm_rescale", "layer_norm"]
@@ -450,7 +450,7 @@ def load_sae(path: str | os.PathLike[str], *, device: str | torch.device | None 
             sae = sae.to(device=device, dtype=dtype)
         return sae.eval()
     if str(path) == "shapes":
-        from .shapes import SAE_DIR
+        from vsp_assert.shapes import SAE_DIR
 
         path = SAE_DIR
     folder = Path(path)
@@ -502,7 +502,7 @@ def save_sae(
     """Write an SAE folder in the SAELens format (+ sidecar and label file). Every file is written atomically."""
     from safetensors.torch import save_file
 
-    from .io import atomic_write_bytes, atomic_write_text
+    from vsp_assert.files import atomic_write_bytes, atomic_write_text
 
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)

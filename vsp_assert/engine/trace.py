@@ -13,9 +13,33 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 if TYPE_CHECKING:
-    from .assertions import AssertionRecord
-    from .labels import ConceptLabels
-    from .scratchpad import Scratchpad
+    from vsp_assert.engine.labels import ConceptLabels
+
+
+def top_k(row: torch.Tensor, k: int) -> list[tuple[int, float]]:
+    """The ``k`` largest entries of a ``[d_sae]`` score row as ``(latent, score)``, strongest first; latents
+    that score 0 (inactive) are left out. The one ranking rule behind every top-k in vsp-assert."""
+    values, ids = torch.topk(row, k=min(k, row.numel()))
+    return [(int(i), float(v)) for i, v in zip(ids, values) if float(v) > 0.0]
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What the engine needs to re-enter the model for this trace's case (interventions, re-derivations).
+
+    Attributes:
+        inputs: the processor's inputs of this one case, on the CPU (``input_ids [1, L]``, ``pixel_values`` …).
+        sequence: ``[L + T (+1)]`` long — the prompt ids, the answer ids and, when the answer stopped, its EOS.
+        prompt_len: ``L``, the prompt length in tokens (image tokens included); output token ``t`` was produced
+            by the query at position ``L - 1 + t``.
+        ended: whether the answer stopped with an EOS token (rather than at ``max_new_tokens``): a patched
+            answer then has to stop at the same place to count as the same answer.
+    """
+
+    inputs: dict[str, torch.Tensor]
+    sequence: torch.Tensor
+    prompt_len: int
+    ended: bool = False
 
 
 @dataclass
@@ -55,12 +79,8 @@ class Trace:
     layers: list[int]
     image: Any = None
     labels: ConceptLabels | None = None
-    # what interventions need to re-enter the model (kept private to the engine)
-    _inputs: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
-    _sequence: torch.Tensor | None = field(default=None, repr=False)  # [L_prompt + T (+EOS)] long
-    _prompt_len: int = field(default=0, repr=False)
-    _scratchpad: Scratchpad | None = field(default=None, repr=False)
-    records: list[AssertionRecord] = field(default_factory=list, repr=False)
+    #: how the engine re-enters the model for this case (None for a trace built by hand)
+    replay: Replay | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_tokens(self) -> int:
@@ -76,7 +96,7 @@ class Trace:
 
     def token_index(self, token: str | int) -> int:
         """Index of an output token given as its text (first match, whitespace-insensitive) or an int."""
-        from .errors import InputError
+        from vsp_assert.errors import InputError
 
         if isinstance(token, bool):
             raise InputError("token must be text or an index", field="token", received=token)
@@ -102,52 +122,8 @@ class Trace:
 
     def top_concepts(self, token: str | int, k: int = 5) -> list[tuple[int, float]]:
         """The ``k`` latents with the highest attention-weighted score for an output token: ``(id, score)``."""
-        row = self.scores[self.token_index(token)]
-        values, ids = torch.topk(row, k=min(k, row.numel()))
-        return [(int(i), float(v)) for i, v in zip(ids, values) if float(v) > 0.0]
+        return top_k(self.scores[self.token_index(token)], k)
 
     def top_captured(self, k: int = 10) -> list[tuple[int, float]]:
-        values, ids = torch.topk(self.image_scores, k=min(k, self.image_scores.numel()))
-        return [(int(i), float(v)) for i, v in zip(ids, values) if float(v) > 0.0]
-
-    # ------------------------------------------------------------------ fluent assertions (see assertions.py)
-    def assert_answer(self, expected: str | None = None, *, contains: str | None = None,
-                      one_of: list[str] | None = None, not_: str | None = None,
-                      correct: str | None = None) -> Trace:
-        """Assert the answer equals / contains / is one of / is not the given text (case-insensitive)."""
-        __tracebackhide__ = True
-        from .assertions import assert_answer
-
-        return assert_answer(self, expected, contains=contains, one_of=one_of, not_=not_, correct=correct)
-
-    def assert_captured(self, *concepts: Any, min_score: float | None = None, max_rank: int | None = None,
-                        absent: bool = False) -> Trace:
-        """Assert each concept is active in the vision encoder (image-level score or rank)."""
-        __tracebackhide__ = True
-        from .assertions import assert_captured
-
-        return assert_captured(self, *concepts, min_score=min_score, max_rank=max_rank, absent=absent)
-
-    def assert_attended(self, token: str | int, *concepts: Any, top_k: int = 5, absent: Any = ()) -> Trace:
-        """Assert each concept is among ``token``'s top-k attention-weighted concepts (``absent``: is not)."""
-        __tracebackhide__ = True
-        from .assertions import assert_attended
-
-        return assert_attended(self, token, *concepts, top_k=top_k, absent=tuple(absent))
-
-    def assert_causal(self, *, ablate: Any = (), steer: dict[str, Any] | None = None, patches: Any = None,
-                      changes: bool | None = None, answer: str | None = None,
-                      min_drop: float | None = None) -> Any:
-        """Ablate (or steer) concepts and assert the answer changes / stays / becomes ``answer`` / drops."""
-        __tracebackhide__ = True
-        from .assertions import assert_causal
-
-        return assert_causal(self, ablate=list(ablate), steer=steer, patches=patches, changes=changes,
-                             answer=answer, min_drop=min_drop)
-
-    def assert_sufficient(self, token: str | int = 0, *, min_drop: float | None = None) -> Any:
-        """Assert a small set of heatmap clusters exists whose ablation changes the answer."""
-        __tracebackhide__ = True
-        from .assertions import assert_sufficient
-
-        return assert_sufficient(self, token, min_drop=min_drop)
+        """The ``k`` latents with the highest image-level score: ``(id, score)``."""
+        return top_k(self.image_scores, k)

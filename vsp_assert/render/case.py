@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING
 
 from tabulate import tabulate
 
-from .style import Style
-from .terminal import render_trace, terminal_width
+from vsp_assert.render.style import Style
+from vsp_assert.render.terminal import render_trace, terminal_width
 
 if TYPE_CHECKING:
-    from ..assertions import AssertionRecord
-    from ..trace import Trace
+    from vsp_assert.checks.assertions import AssertionRecord
+    from vsp_assert.engine.trace import Trace
 
 
 def render_records(records: Sequence[AssertionRecord], style: Style) -> str:

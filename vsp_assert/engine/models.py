@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .adapters import Adapter, adapter_for
-from .errors import ModelError
+from vsp_assert.engine.adapter import Adapter, adapter_for
+from vsp_assert.errors import ModelError
 
 _DTYPES: dict[str, torch.dtype | str] = {
     "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "auto": "auto",
@@ -85,7 +85,7 @@ def load_model(
         device = None
     name = str(name_or_path)
     if name == "shapes":
-        from .shapes import MODEL_DIR
+        from vsp_assert.shapes import MODEL_DIR
 
         name_or_path = MODEL_DIR
     from transformers import AutoConfig

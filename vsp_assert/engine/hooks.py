@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import ModelError, did_you_mean
+from vsp_assert.errors import ModelError, did_you_mean
 
 HiddenEdit = Callable[[torch.Tensor], torch.Tensor | None]
 

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from vsp_assert.errors import InputError
 
 MIN_SIDE = 8
 MAX_PIXELS = 64_000_000

@@ -136,7 +136,7 @@ def _capture_attention_forward(
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     if kwargs.get("softcap") is not None:
-        from .errors import ModelError
+        from vsp_assert.errors import ModelError
 
         raise ModelError(
             f"{type(module).__name__} soft-caps its attention logits (softcap={kwargs['softcap']}); the capturing "

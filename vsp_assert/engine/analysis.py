@@ -22,10 +22,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from vsp_assert.engine.trace import top_k as top_k_of
+
 if TYPE_CHECKING:
-    from .interventions import InterventionResult
-    from .scratchpad import Scratchpad
-    from .trace import Trace
+    from vsp_assert.engine.interventions import InterventionResult
+    from vsp_assert.engine.scratchpad import Scratchpad
+    from vsp_assert.engine.trace import Trace
 
 
 @dataclass
@@ -52,19 +54,12 @@ class Heatmap:
         return out
 
 
-def top_concepts(trace: Trace, token: str | int, k: int = 5) -> list[tuple[int, str, float]]:
-    """``(latent, display name, score)`` of the ``k`` best latents for one output token."""
-    return [(i, trace.display(i), s) for i, s in trace.top_concepts(token, k)]
-
-
 def select_latents(trace: Trace, top_k: int = 5, extra: Sequence[int] = (), max_columns: int = 24) -> list[int]:
     """The heatmap's columns, at most ``max_columns``: the top-``top_k`` latents of every output token and of the
     image (strongest first), then the strongest of ``extra`` (asserted latents) that are not among them, which
     keep up to a third of the columns so the evidence for an assertion is always on screen."""
-    found: list[int] = []
-    for row in [*(trace.scores[t] for t in range(trace.n_tokens)), trace.image_scores]:
-        values, ids = torch.topk(row, k=min(top_k, row.numel()))
-        found.extend(int(i) for i, v in zip(ids, values) if float(v) > 0)
+    found = [i for row in [*(trace.scores[t] for t in range(trace.n_tokens)), trace.image_scores]
+             for i, _ in top_k_of(row, top_k)]
     top = list(dict.fromkeys(found))
     strength = trace.scores.max(0).values if trace.n_tokens else trace.image_scores  # [d_sae]
     asserted = sorted((i for i in dict.fromkeys(int(i) for i in extra) if i not in top),
@@ -182,7 +177,7 @@ def find_sufficient_set(
     clusters. A candidate succeeds when the answer changes, or (with ``min_drop``) when the probability of the
     original answer drops by at least ``min_drop``. The smallest successful candidate wins (ties: best rank).
     """
-    from .interventions import Intervention
+    from vsp_assert.engine.interventions import Intervention
 
     if candidates is None:
         ranked = ranked_clusters(trace, token)[:max_clusters]

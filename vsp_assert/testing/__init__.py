@@ -14,9 +14,9 @@ from typing import Any, Literal
 
 import torch
 
-from .labels import ConceptLabels
-from .models import LoadedModel
-from .sae import SAE, SAEConfig
+from vsp_assert.engine.labels import ConceptLabels
+from vsp_assert.engine.models import LoadedModel
+from vsp_assert.engine.sae import SAE, SAEConfig
 
 TINY_WORDS = (
     "USER: ASSISTANT: what color is the a an of shape object in image ? . yes no "

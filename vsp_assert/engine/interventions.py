@@ -2,7 +2,7 @@
 
 An :class:`Intervention` sets chosen latents to a value (0 = ablate) or scales them, on all or chosen patches of
 the hooked vision layer. The edit keeps the SAE's reconstruction error: ``z' = z + (f' − f) @ W_dec`` (see
-:meth:`vsp_assert.sae.SAE.decoder_delta`), so with nothing changed the delta is exactly zero and the patched
+:meth:`vsp_assert.engine.sae.SAE.decoder_delta`), so with nothing changed the delta is exactly zero and the patched
 forward *is* the unpatched one, bit for bit.
 
 All interventions of one case run as one batched teacher-forced forward (one row per intervention plus an
@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from .errors import InputError
-from .labels import ConceptRef
+from vsp_assert.engine.labels import ConceptRef
+from vsp_assert.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,7 @@ def make_edit(
     activations are the same in every row and the SAE encodes one row for all.
 
     ``inputs``: the model inputs of the edited forward, for families whose patch layout per element depends on
-    them (several views, packed sequences); see :meth:`vsp_assert.adapters.Adapter.patches_of`.
+    them (several views, packed sequences); see :meth:`vsp_assert.engine.adapter.Adapter.patches_of`.
     Returns ``None`` (the output untouched) when no row names a latent and a patch; a row whose latents do not
     fire, or that is left untouched, gets ``x + 0`` and is exact too. The edit never reads a value back to the
     host: no device synchronisation inside the forward (its plan is built on the CPU beforehand).

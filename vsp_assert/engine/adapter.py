@@ -12,7 +12,7 @@ The engine is family-agnostic; an :class:`Adapter` answers the few questions tha
 
 One family per module in ``plugins/`` (installed as ``vsp_assert.plugins``). Adapters register themselves in a
 small registry that refuses duplicates; third-party adapters are found through the entry-point group
-``vsp_assert.adapters``.
+``vsp_assert.engine.adapter``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .errors import ModelError
+from vsp_assert.errors import ModelError
 
 ENTRY_POINT_GROUP = "vsp_assert.adapters"
 
@@ -113,7 +113,7 @@ class Adapter(ABC):
         """The index of ``path`` among the vision layers; an error if it is not one or cannot reach the LM."""
         layers = self.vision_layer_paths()
         if path not in layers:
-            from .errors import did_you_mean
+            from vsp_assert.errors import did_you_mean
 
             raise ModelError(
                 f"'{path}' is not a vision-encoder layer of this {self.family} model",
@@ -225,7 +225,7 @@ class Adapter(ABC):
 
     def install_attention_capture(self) -> None:
         """Switch the language model to the capturing attention implementation (sdpa underneath)."""
-        from .attention import register
+        from vsp_assert.engine.attention import register
 
         name = register()
         self.model.set_attn_implementation({"text_config": name})
@@ -276,29 +276,31 @@ def register_adapter(cls: type[Adapter]) -> type[Adapter]:
     return cls
 
 
-def _load_builtin_and_entry_points() -> None:
+def _load_entry_points() -> None:
+    """Register every adapter of the ``vsp_assert.adapters`` entry-point group, once.
+
+    This is the only way adapters come in: the built-in families are entry points of this package (see
+    pyproject.toml), exactly as a third-party family would be.
+    """
     global _ENTRY_POINTS_LOADED
     if _ENTRY_POINTS_LOADED:
         return
     _ENTRY_POINTS_LOADED = True
-    import importlib
     from importlib.metadata import entry_points
 
-    import vsp_assert.plugins as builtin
-
-    for name in builtin.BUILTIN:
-        importlib.import_module(f"vsp_assert.plugins.{name}")
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.value.startswith("vsp_assert.plugins."):
-            continue  # built in, imported above
         cls = ep.load()
+        if not (isinstance(cls, type) and issubclass(cls, Adapter)):
+            raise ModelError(f"entry point '{ep.name}' of '{ENTRY_POINT_GROUP}' is not an Adapter subclass",
+                             received=ep.value,
+                             fix="point it at a class derived from vsp_assert.engine.adapter.Adapter")
         if cls not in _REGISTRY.values():
             register_adapter(cls)
 
 
 def adapter_for(model_type: str) -> type[Adapter]:
     """The adapter class registered for a transformers ``model_type``."""
-    _load_builtin_and_entry_points()
+    _load_entry_points()
     if model_type not in _REGISTRY:
         raise ModelError(
             f"no adapter supports model_type '{model_type}'",
@@ -310,5 +312,5 @@ def adapter_for(model_type: str) -> type[Adapter]:
 
 
 def registered() -> dict[str, type[Adapter]]:
-    _load_builtin_and_entry_points()
+    _load_entry_points()
     return dict(_REGISTRY)

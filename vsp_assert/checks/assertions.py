@@ -1,16 +1,19 @@
 """Concept assertions: check, record, then (elsewhere) render.
 
-Each check reads a :class:`~vsp_assert.trace.Trace` (and, for causal checks, an intervention result) and returns
+Each check reads a :class:`~vsp_assert.engine.trace.Trace` (and, for causal checks, an intervention result) and returns
 an :class:`AssertionRecord`: what was expected, what was measured, whether it passed, and which latents and
 output tokens it concerns (so the heatmap can highlight them). Nothing here prints or re-runs the model except
 the causal checks, which issue their interventions as one batch per case.
 
 Two front ends share these checks:
 
-- YAML cases (:func:`run_case`) evaluate *every* expectation of a case, then fail once with all records;
-- the fluent Python API (``trace.assert_answer(...)`` etc., defined on :class:`Trace`) records and raises
-  :class:`ConceptAssertionError` at the first failing check, with ``__tracebackhide__`` so pytest points at the
-  user's line.
+- YAML cases (:func:`run_case`) evaluate *every* expectation of a case, then fail once with all records in a
+  :class:`CaseResult`;
+- the fluent Python API (``trace.assert_answer(...)`` etc., :mod:`vsp_assert.checks.fluent`) records and raises
+  :class:`ConceptAssertionError` at the first failing check.
+
+"Same answer" has one rule everywhere (assertions, baselines, compare): :func:`same_answer`, case-insensitive
+with runs of whitespace collapsed.
 """
 
 from __future__ import annotations
@@ -21,13 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .cases import AnswerSpec, AttendedSpec, CapturedSpec, Case, CausalSpec
-from .errors import InputError
+from vsp_assert.checks.schema import AnswerSpec, AttendedSpec, CapturedSpec, Case, CausalSpec
+from vsp_assert.errors import InputError
 
 if TYPE_CHECKING:
-    from .interventions import InterventionResult
-    from .scratchpad import Scratchpad
-    from .trace import Trace
+    from vsp_assert.engine.interventions import InterventionResult
+    from vsp_assert.engine.scratchpad import Scratchpad
+    from vsp_assert.engine.trace import Trace
 
 
 @dataclass
@@ -56,16 +59,25 @@ class AssertionRecord:
 
 
 class ConceptAssertionError(AssertionError):
-    """A concept assertion failed; carries the records and the trace for the failure report."""
+    """A concept assertion failed; carries the failing record, the trace and every record checked on it."""
 
-    def __init__(self, record: AssertionRecord, trace: Trace) -> None:
+    def __init__(self, record: AssertionRecord, trace: Trace, records: Sequence[AssertionRecord] = ()) -> None:
         self.record = record
         self.trace = trace
+        self.records = list(records) or [record]
         super().__init__(f"{record.description}: expected {record.expected}, measured {record.measured}")
 
 
-def _norm(text: str) -> str:
-    return " ".join(text.strip().lower().split())
+def normalise_answer(text: str) -> str:
+    """The form answers are compared in: lower case, runs of whitespace collapsed, ends stripped."""
+    return " ".join(str(text).lower().split())
+
+
+def same_answer(a: str, b: str) -> bool:
+    """Whether two answers count as the same (the one rule for assertions, baselines and compare)."""
+    return normalise_answer(a) == normalise_answer(b)
+
+
 
 
 def _name(trace: Trace, ref: Any) -> str:
@@ -74,16 +86,16 @@ def _name(trace: Trace, ref: Any) -> str:
 
 # ---------------------------------------------------------------------- checks
 def check_answer(trace: Trace, spec: AnswerSpec) -> AssertionRecord:
-    got = _norm(trace.answer)
+    got = normalise_answer(trace.answer)
     if spec.equals is not None:
-        ok, what = got == _norm(spec.equals), f"answer == {spec.equals!r}"
+        ok, what = got == normalise_answer(spec.equals), f"answer == {spec.equals!r}"
     elif spec.contains is not None:
-        ok, what = _norm(spec.contains) in got, f"answer contains {spec.contains!r}"
+        ok, what = normalise_answer(spec.contains) in got, f"answer contains {spec.contains!r}"
     elif spec.one_of is not None:
-        ok, what = got in {_norm(a) for a in spec.one_of}, f"answer in {list(spec.one_of)!r}"
+        ok, what = got in {normalise_answer(a) for a in spec.one_of}, f"answer in {list(spec.one_of)!r}"
     else:
         assert spec.not_ is not None
-        ok, what = got != _norm(spec.not_), f"answer != {spec.not_!r}"
+        ok, what = got != normalise_answer(spec.not_), f"answer != {spec.not_!r}"
     if spec.correct is not None:
         what += f" (known failure; correct answer {spec.correct!r})"
     return AssertionRecord("answer", what, what.split(" ", 1)[1], f"{trace.answer!r} (p={trace.answer_prob:.3f})",
@@ -117,12 +129,6 @@ def check_captured(trace: Trace, spec: CapturedSpec, min_score: float = 0.0) -> 
                            latents=ids, concept=name)
 
 
-def top_k_latents(trace: Trace, token_index: int, k: int) -> list[int]:
-    row = trace.scores[token_index]
-    values, ids = torch.topk(row, k=min(k, row.numel()))
-    return [int(i) for i, v in zip(ids, values) if float(v) > 0]
-
-
 def check_attended(trace: Trace, spec: AttendedSpec, top_k: int = 5) -> list[AssertionRecord]:
     k = spec.top_k or top_k
     try:
@@ -132,7 +138,7 @@ def check_attended(trace: Trace, spec: AttendedSpec, top_k: int = 5) -> list[Ass
         return [AssertionRecord("attended", what, f"an output token {spec.token!r}",
                                 f"answer tokens {trace.output_tokens!r}", False,
                                 latents=trace.resolve(list(spec.concepts + spec.absent)))]
-    top = top_k_latents(trace, t, k)
+    top = [i for i, _ in trace.top_concepts(t, k)]
     shown = ", ".join(_name(trace, i) for i in top) or "-"
     records = []
     for concept, absent in [(c, False) for c in spec.concepts] + [(c, True) for c in spec.absent]:
@@ -150,7 +156,7 @@ def check_attended(trace: Trace, spec: AttendedSpec, top_k: int = 5) -> list[Ass
 
 
 def causal_intervention(spec: CausalSpec) -> Any:
-    from .interventions import Intervention
+    from vsp_assert.engine.interventions import Intervention
 
     if spec.steer is not None:
         concepts, value, scale = spec.steer
@@ -165,7 +171,7 @@ def check_causal(trace: Trace, spec: CausalSpec, result: InterventionResult) -> 
         ok &= result.changed == spec.changes
     if spec.answer is not None:
         parts_expected.append(f"answer becomes {spec.answer!r}")
-        ok &= _norm(result.answer_after) == _norm(spec.answer)
+        ok &= same_answer(result.answer_after, spec.answer)
     if spec.min_drop is not None:
         parts_expected.append(f"p(original) drops >= {spec.min_drop:g}")
         ok &= result.drop >= spec.min_drop
@@ -178,7 +184,7 @@ def check_causal(trace: Trace, spec: CausalSpec, result: InterventionResult) -> 
 
 
 def check_sufficient(pad: Scratchpad, trace: Trace, spec: CausalSpec) -> AssertionRecord:
-    from .analysis import find_sufficient_set
+    from vsp_assert.engine.analysis import find_sufficient_set
 
     if trace.n_tokens == 0:
         return AssertionRecord("sufficient", "a sufficient set exists", "a set whose ablation changes the answer",
@@ -202,9 +208,13 @@ def check_sufficient(pad: Scratchpad, trace: Trace, spec: CausalSpec) -> Asserti
 # ---------------------------------------------------------------------- running a YAML case
 @dataclass
 class CaseResult:
-    case: Case
+    """A checked run: the trace and every record checked on it. ``case`` is the YAML case (None for a Python
+    test's trace); ``drift`` the baseline comparison, when one was made (see :mod:`vsp_assert.checks.baseline`)."""
+
+    case: Case | None
     trace: Trace
     records: list[AssertionRecord]
+    drift: Any = None
 
     @property
     def passed(self) -> bool:
@@ -233,74 +243,4 @@ def run_case(pad: Scratchpad, case: Case, image: Any = None) -> CaseResult:
         records.extend(check_causal(trace, c, r) for c, r in zip(plain, results))
     for suff in (c for c in exp.causal if c.sufficient):
         records.append(check_sufficient(pad, trace, suff))
-    trace.records.extend(records)
     return CaseResult(case, trace, records)
-
-
-# ---------------------------------------------------------------------- fluent API (bound on Trace)
-def _raise_if_failed(trace: Trace, records: list[AssertionRecord]) -> None:
-    __tracebackhide__ = True
-    trace.records.extend(records)
-    for record in records:
-        if not record.passed:
-            raise ConceptAssertionError(record, trace)
-
-
-def assert_answer(trace: Trace, expected: str | None = None, *, contains: str | None = None,
-                  one_of: Sequence[str] | None = None, not_: str | None = None,
-                  correct: str | None = None) -> Trace:
-    __tracebackhide__ = True
-    given = [x is not None for x in (expected, contains, one_of, not_)]
-    if sum(given) != 1:
-        raise InputError("assert_answer takes exactly one of expected, contains, one_of, not_")
-    spec = AnswerSpec(equals=expected, contains=contains, one_of=tuple(one_of) if one_of else None, not_=not_,
-                      correct=correct)
-    _raise_if_failed(trace, [check_answer(trace, spec)])
-    return trace
-
-
-def assert_captured(trace: Trace, *concepts: Any, min_score: float | None = None, max_rank: int | None = None,
-                    absent: bool = False) -> Trace:
-    __tracebackhide__ = True
-    if not concepts:
-        raise InputError("assert_captured needs at least one concept")
-    _raise_if_failed(trace, [check_captured(trace, CapturedSpec(c, min_score, max_rank, absent)) for c in concepts])
-    return trace
-
-
-def assert_attended(trace: Trace, token: str | int, *concepts: Any, top_k: int = 5,
-                    absent: Sequence[Any] = ()) -> Trace:
-    __tracebackhide__ = True
-    if not concepts and not absent:
-        raise InputError("assert_attended needs concepts (or absent=[...])")
-    _raise_if_failed(trace, check_attended(trace, AttendedSpec(token, tuple(concepts), tuple(absent), top_k)))
-    return trace
-
-
-def assert_causal(trace: Trace, *, ablate: Sequence[Any] = (), steer: dict[str, Any] | None = None,
-                  patches: Sequence[int] | None = None, changes: bool | None = None, answer: str | None = None,
-                  min_drop: float | None = None) -> InterventionResult:
-    __tracebackhide__ = True
-    pad = trace._scratchpad
-    if pad is None:
-        raise InputError("this trace has no Scratchpad to run interventions with")
-    if changes is None and answer is None and min_drop is None:
-        raise InputError("assert_causal needs changes=, answer= or min_drop=")
-    steer_spec = None
-    if steer is not None:
-        steer_spec = (tuple(steer.get("concepts", ())), steer.get("value"), steer.get("scale"))
-    spec = CausalSpec(ablate=tuple(ablate), steer=steer_spec, patches=tuple(patches) if patches else None,
-                      changes=changes, answer=answer, min_drop=min_drop)
-    result = pad.intervene(trace, [causal_intervention(spec)])[0]
-    _raise_if_failed(trace, [check_causal(trace, spec, result)])
-    return result
-
-
-def assert_sufficient(trace: Trace, token: str | int = 0, *, min_drop: float | None = None) -> AssertionRecord:
-    __tracebackhide__ = True
-    pad = trace._scratchpad
-    if pad is None:
-        raise InputError("this trace has no Scratchpad to run interventions with")
-    record = check_sufficient(pad, trace, CausalSpec(sufficient=True, token=token, min_drop=min_drop))
-    _raise_if_failed(trace, [record])
-    return record

@@ -9,7 +9,7 @@ with sorted keys and rounded floats so that diffs read well in review.
 ``--vsp-update-baseline`` writes the profiles of the cases that ran; entries of cases that did not run are kept
 (read–modify–write under an exclusive lock, so xdist workers can update one file together; written atomically
 via a temp file + rename). Without the flag, a case with a baseline entry also asserts *no drift* beyond its
-tolerances (:class:`~vsp_assert.cases.Tolerance`, per case or in ``defaults``):
+tolerances (:class:`~vsp_assert.checks.schema.Tolerance`, per case or in ``defaults``):
 
 - the answer changed;
 - the answer's probability moved by more than ``probability``;
@@ -32,13 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import CaseError
-from .io import atomic_write_text
+from vsp_assert.checks.assertions import same_answer
+from vsp_assert.errors import CaseError
+from vsp_assert.files import atomic_write_text
 
 if TYPE_CHECKING:
-    from .assertions import AssertionRecord, CaseResult
-    from .cases import Tolerance
-    from .trace import Trace
+    from vsp_assert.checks.assertions import AssertionRecord, CaseResult
+    from vsp_assert.checks.schema import Tolerance
+    from vsp_assert.engine.trace import Trace
 
 VERSION = 1
 RECORDED_TOP = 10  # latents stored per token / for the image
@@ -203,6 +204,7 @@ class Drift:
     probability: tuple[float, float] | None = None
     tokens: list[TokenDiff] = field(default_factory=list)
     interventions: list[tuple[str, str, str]] = field(default_factory=list)  # (intervention, then, now)
+    baseline: dict[str, Any] | None = None  # the recorded profile compared against (for the "then" heatmap)
 
     def changed_tokens(self) -> list[TokenDiff]:
         return [t for t in self.tokens if t.gained or t.lost or t.moved]
@@ -221,7 +223,7 @@ def _spearman(a: list[float], b: list[float]) -> float | None:
 def diff_profiles(old: dict[str, Any], new: dict[str, Any], trace: Trace | None, top_k: int) -> Drift:
     """Compare two profiles; ``trace`` (the new run) provides scores of latents outside the new top list."""
     drift = Drift()
-    if old["answer"].strip().lower() != new["answer"].strip().lower():
+    if not same_answer(old["answer"], new["answer"]):
         drift.answer = (old["answer"], new["answer"])
     drift.probability = (float(old["answer_prob"]), float(new["answer_prob"]))
     for t, (then, now) in enumerate(zip(old["tokens"], new["tokens"])):
@@ -241,14 +243,14 @@ def diff_profiles(old: dict[str, Any], new: dict[str, Any], trace: Trace | None,
     then_iv = {d["intervention"]: d for d in old.get("interventions", [])}
     for d in new.get("interventions", []):
         prev = then_iv.get(d["intervention"])
-        if prev is not None and prev["answer_after"].strip().lower() != d["answer_after"].strip().lower():
+        if prev is not None and not same_answer(prev["answer_after"], d["answer_after"]):
             drift.interventions.append((d["intervention"], prev["answer_after"], d["answer_after"]))
     return drift
 
 
 def drift_records(drift: Drift, tolerance: Tolerance) -> list[AssertionRecord]:
     """The drift checks as assertion records (all of them, passing or not)."""
-    from .assertions import AssertionRecord
+    from vsp_assert.checks.assertions import AssertionRecord
 
     records = []
     then, now = drift.answer or ("", "")
@@ -279,54 +281,6 @@ def drift_records(drift: Drift, tolerance: Tolerance) -> list[AssertionRecord]:
     return records
 
 
-def render_drift(drift: Drift, old: dict[str, Any], trace: Trace, style: Any, width: int) -> str:
-    """The concept diff per token and the heatmaps of then (baseline) and now over the same latents."""
-    import numpy as np
-
-    from .analysis import Heatmap
-    from .render.terminal import render_heatmap
-
-    lines = [style.bold("concept drift since baseline")]
-    if drift.answer:
-        lines.append(f"  answer: {drift.answer[0]!r} → {drift.answer[1]!r}")
-    if drift.probability:
-        lines.append(f"  p(answer): {drift.probability[0]:.3f} → {drift.probability[1]:.3f}")
-    for tok in drift.tokens:
-        parts = [style.green("+ " + ", ".join(tok.gained)) if tok.gained else "",
-                 style.red("- " + ", ".join(tok.lost)) if tok.lost else "",
-                 ("moved " + ", ".join(tok.moved)) if tok.moved else ""]
-        rho = f" (ρ={tok.rank_correlation:.2f})" if tok.rank_correlation is not None else ""
-        lines.append(f"  token {tok.index} '{tok.text.strip()}'{rho}: " + ("  ".join(p for p in parts if p) or "same"))
-    for what, then_answer, now_answer in drift.interventions:
-        lines.append(f"  {what}: answer after {then_answer!r} → {now_answer!r}")
-    ids: list[int] = []
-    names: dict[int, str] = {}
-    for tok in old["tokens"]:
-        for name, i, _ in tok["top"][:6]:
-            if i not in names:
-                ids.append(i)
-                names[i] = name.split("#")[0] or f"#{i}"
-    for t in range(trace.n_tokens):
-        for i, _ in trace.top_concepts(t, 6):
-            if i not in names:
-                ids.append(i)
-                names[i] = (trace.labels.name_of(i) if trace.labels else None) or f"#{i}"
-    if ids:
-        then_values = np.zeros((len(old["tokens"]), len(ids)))
-        for t, tok in enumerate(old["tokens"]):
-            recorded = {i: s for _, i, s in tok["top"]}
-            for j, i in enumerate(ids):
-                then_values[t, j] = recorded.get(i, 0.0)
-        now_values = trace.scores[:, ids].numpy() if trace.n_tokens else np.zeros((0, len(ids)))
-        clusters = list(range(1, len(ids) + 1))
-        then_hm = Heatmap([tok.get("text", "") for tok in old["tokens"]], ids, [names[i] for i in ids],
-                          then_values, clusters)
-        now_hm = Heatmap(list(trace.output_tokens), ids, [names[i] for i in ids], now_values.astype(float), clusters)
-        lines += ["", style.bold("then (baseline)"), render_heatmap(then_hm, style=style, width=width),
-                  "", style.bold("now"), render_heatmap(now_hm, style=style, width=width)]
-    return "\n".join(lines)
-
-
 class BaselineStore:
     """Per-session state: baselines read once per case file, profiles collected for ``--vsp-update-baseline``."""
 
@@ -334,7 +288,7 @@ class BaselineStore:
         self.model, self.sae = model, sae
         self._read: dict[Path, dict[str, Any]] = {}
         self.pending: dict[Path, dict[str, dict[str, Any]]] = {}
-        self.missing: list[str] = []
+        self.missing: set[str] = set()  # a set: a rerun case counts once
 
     def entry(self, case_file: str, case_id: str) -> dict[str, Any] | None:
         path = baseline_path(case_file)
@@ -352,21 +306,21 @@ class BaselineStore:
         return written
 
 
-def check_result(store: BaselineStore, result: CaseResult, *, update: bool, style: Any,
-                 width: int) -> tuple[list[AssertionRecord], str | None]:
-    """Drift records for one case result (empty when updating or when no baseline entry exists)."""
+def check_result(store: BaselineStore, result: CaseResult, *, update: bool) -> list[AssertionRecord]:
+    """Compare one YAML case result with its baseline entry: sets ``result.drift`` (the :class:`Drift`, with the
+    baseline profile in ``drift.baseline``) and returns the drift records (none when updating or when the case has
+    no entry). Rendering the drift is the renderer's job (:mod:`vsp_assert.render.drift`)."""
     case = result.case
+    assert case is not None, "baselines are kept for YAML cases"
     prof = profile(result.trace, result.records)
     if update:
         store.record(case.file, case.id, prof)
-        return [], None
+        return []
     old = store.entry(case.file, case.id)
     if old is None:
-        store.missing.append(f"{os.path.relpath(case.file)}::{case.id}")
-        return [], None
+        store.missing.add(f"{os.path.relpath(case.file)}::{case.id}")
+        return []
     drift = diff_profiles(old, prof, result.trace, case.tolerance.top_k)
-    records = drift_records(drift, case.tolerance)
-    text = None
-    if any(not r.passed for r in records):
-        text = render_drift(drift, old, result.trace, style, width)
-    return records, text
+    drift.baseline = old
+    result.drift = drift
+    return drift_records(drift, case.tolerance)

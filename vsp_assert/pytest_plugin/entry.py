@@ -1,9 +1,9 @@
-"""The pytest plugin (entry point ``pytest11: vsp_assert = vsp_assert.plugin``): wiring only.
+"""The pytest plugin (entry point ``pytest11: vsp_assert = vsp_assert.pytest_plugin.entry``): wiring only.
 
-Options and ini twins (:mod:`vsp_assert.config`), session fixtures (:mod:`vsp_assert.session`), YAML collection
-(:mod:`vsp_assert.collect`), report sections for Python cases (:mod:`vsp_assert.render.report`). Nothing here
-imports torch or transformers at import time, so ``pytest --help`` stays fast in any project that has
-vsp-assert installed; the heavy imports happen inside fixtures and when a case runs.
+Options and ini twins (:mod:`.options`), the session object behind the fixtures (:mod:`.session`), YAML
+collection (:mod:`.collect`), report sections and the summary (:mod:`.reporting`). Nothing here imports torch or
+transformers at import time, so ``pytest --help`` stays fast in any project that has vsp-assert installed; the
+heavy imports happen inside fixtures and when a case runs.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ from typing import Any
 
 import pytest
 
-from .config import OPTIONS, VspConfig
-
-CONFIG_KEY = pytest.StashKey[VspConfig]()
+from vsp_assert.pytest_plugin.options import OPTIONS, VspConfig
+from vsp_assert.pytest_plugin.session import SESSION_KEY, VspSession, vsp_session
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -29,14 +28,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "vsp: a vsp-assert concept case (YAML or Python)")
-    config.stash[CONFIG_KEY] = VspConfig.from_pytest(config)
+    config.stash[SESSION_KEY] = VspSession(VspConfig.from_pytest(config), config)
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    from .cases import is_case_file
+    from vsp_assert.checks.load import is_case_file
 
     if is_case_file(file_path):
-        from .collect import VspCaseFile
+        from vsp_assert.pytest_plugin.collect import VspCaseFile
 
         return VspCaseFile.from_parent(parent, path=file_path)
     return None
@@ -45,56 +44,55 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 @pytest.fixture(scope="session")
 def vsp_config(pytestconfig: pytest.Config) -> VspConfig:
     """The resolved ``--vsp-*`` options (command line beats ini)."""
-    return pytestconfig.stash[CONFIG_KEY]
+    return vsp_session(pytestconfig).options
 
 
 @pytest.fixture(scope="session")
-def vsp_model(vsp_config: VspConfig) -> Any:
+def vsp_model(pytestconfig: pytest.Config) -> Any:
     """The VLM under test (``--vsp-model``), loaded once per session."""
     pytest.importorskip("torch", reason="vsp-assert needs torch to load models")
-    from .session import session_model
-
-    return session_model(vsp_config)
+    return vsp_session(pytestconfig).model()
 
 
 @pytest.fixture(scope="session")
-def vsp_sae(vsp_config: VspConfig) -> Any:
+def vsp_sae(pytestconfig: pytest.Config) -> Any:
     """The SAE on the model's vision layer (``--vsp-sae``), loaded once per session."""
     pytest.importorskip("torch", reason="vsp-assert needs torch to load SAEs")
-    from .session import session_sae
-
-    return session_sae(vsp_config)
+    return vsp_session(pytestconfig).sae()
 
 
 @pytest.fixture(scope="session")
-def scratchpad(vsp_model: Any, vsp_sae: Any, vsp_config: VspConfig) -> Any:
+def scratchpad(vsp_model: Any, vsp_sae: Any, pytestconfig: pytest.Config) -> Any:
     """A :class:`~vsp_assert.Scratchpad` over ``vsp_model`` and ``vsp_sae`` (shared with the YAML cases)."""
-    from .session import session_scratchpad
+    return vsp_session(pytestconfig).scratchpad()
 
-    return session_scratchpad(vsp_config, vsp_model, vsp_sae)
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
+    vsp_session(item.config).start_test()
+    return (yield)
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
-    if call.when == "call":
-        from .report_hooks import record_properties
+    if call.when != "call":
+        return (yield)
+    from vsp_assert.pytest_plugin.reporting import decorate_report, record_properties
 
-        record_properties(item, call)  # before the report copies the item's user properties
+    results = vsp_session(item.config).finish_test(item.nodeid)
+    record_properties(item, results)  # before the report copies the item's user properties
     report = yield
-    if call.when == "call":
-        from .report_hooks import decorate_report
-
-        decorate_report(item, call, report)
+    decorate_report(item, call, report, results)
     return report
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    from .report_hooks import terminal_summary
+    from vsp_assert.pytest_plugin.reporting import terminal_summary
 
     terminal_summary(terminalreporter, config)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    from .report_hooks import session_finish
+    from vsp_assert.pytest_plugin.reporting import session_finish
 
     session_finish(session)

@@ -8,7 +8,7 @@ transformers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 COLOR_CHOICES = ("auto", "yes", "no")
@@ -30,10 +30,6 @@ class Option:
     @property
     def dest(self) -> str:
         return "vsp_" + self.name.replace("-", "_")
-
-    @property
-    def ini_default(self) -> Any:
-        return None
 
     def argparse_kwargs(self) -> dict[str, Any]:
         if self.kind == "flag":
@@ -70,9 +66,10 @@ def _to_bool(value: Any) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
-@dataclass
+@dataclass(frozen=True)
 class VspConfig:
-    """Resolved option values (plus a per-session cache of loaded objects, never serialised)."""
+    """Resolved option values: plain, frozen data (the session's state lives in
+    :class:`~vsp_assert.pytest_plugin.session.VspSession`)."""
 
     model: str = "shapes"
     sae: str = "shapes"
@@ -87,7 +84,6 @@ class VspConfig:
     update_baseline: bool = False
     report: str | None = None
     allow_outside_root: bool = False
-    cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_pytest(cls, config: Any) -> VspConfig:
@@ -127,7 +123,7 @@ class VspConfig:
         try:
             return [int(x) for x in text.split(",") if x.strip()]
         except ValueError:
-            from .errors import VspError
+            from vsp_assert.errors import VspError
 
             raise VspError("bad layer list", field="--vsp-layers", received=self.layers,
                            allowed="'all' or comma-separated integers like 0,1,-1") from None

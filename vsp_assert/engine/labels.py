@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, SAEError, did_you_mean
+from vsp_assert.errors import InputError, SAEError, did_you_mean
 
 _ID = re.compile(r"^#(\d+)$")
 ConceptRef = str | int
@@ -134,7 +134,7 @@ class ConceptLabels:
         }
 
     def save(self, path: str | Path) -> Path:
-        from .io import atomic_write_text
+        from vsp_assert.files import atomic_write_text
 
         return atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
 

@@ -3,9 +3,9 @@
 This module owns the flow of one case through the model: preprocessing via the family adapter, one greedy
 ``generate`` during which a hook reads the SAE layer and the capturing attention records, per generated token,
 the attention of the query that produced it; then the SAE encode and the attention-weighted scores (a
-:class:`~vsp_assert.trace.Trace`); and the batched interventions that re-enter the model at the hooked layer.
+:class:`~vsp_assert.engine.trace.Trace`); and the batched interventions that re-enter the model at the hooked layer.
 
-Every hook lives inside a ``with`` block (see :mod:`vsp_assert.hooks`), so a case that raises leaves the model as
+Every hook lives inside a ``with`` block (see :mod:`vsp_assert.engine.hooks`), so a case that raises leaves the model as
 it found it. ``stats`` counts the model calls the Scratchpad makes (the structural tests read it).
 """
 
@@ -18,24 +18,24 @@ from typing import Any
 
 import torch
 
-from .adapters import PatchMap
-from .attention import AttentionRecorder, recording
-from .errors import InputError, SAEError
-from .hooks import forward_hook, get_module, last_positions_only
-from .images import load_image
-from .interventions import Intervention, InterventionResult, ResolvedIntervention, make_edit, resolve
-from .models import LoadedModel
-from .preprocess import ImageCache
-from .sae import SAE
-from .trace import Trace
+from vsp_assert.engine.adapter import PatchMap
+from vsp_assert.engine.attention import AttentionRecorder, recording
+from vsp_assert.engine.hooks import forward_hook, get_module, last_positions_only
+from vsp_assert.engine.images import load_image
+from vsp_assert.engine.interventions import Intervention, InterventionResult, ResolvedIntervention, make_edit, resolve
+from vsp_assert.engine.models import LoadedModel
+from vsp_assert.engine.preprocess import ImageCache
+from vsp_assert.engine.sae import SAE
+from vsp_assert.engine.trace import Replay, Trace
+from vsp_assert.errors import InputError, SAEError
 
 
 class Scratchpad:
     """Runs (image, prompt) pairs on ``model`` and explains the answers with ``sae``.
 
     Args:
-        model: a :class:`~vsp_assert.models.LoadedModel` (``load_model(...)``).
-        sae: an :class:`~vsp_assert.sae.SAE` on one of the model's vision layers (``load_sae(...)``).
+        model: a :class:`~vsp_assert.engine.models.LoadedModel` (``load_model(...)``).
+        sae: an :class:`~vsp_assert.engine.sae.SAE` on one of the model's vision layers (``load_sae(...)``).
         attention_layers: LM layers whose attention is averaged into ``Trace.attention`` (default: all).
         max_new_tokens: default generation length.
     """
@@ -76,8 +76,7 @@ class Scratchpad:
         self.layers = sorted({i % n_layers for i in layers})
         self.max_new_tokens = max_new_tokens
         self.stats: Counter[str] = Counter()
-        self.history: list[Trace] | None = None  # set to a list to keep every trace (the plugin's --vsp-show)
-        #: preprocessed images, reused when another case asks about the same image (see vsp_assert.preprocess)
+        #: preprocessed images, reused when another case asks about the same image (see vsp_assert.engine.preprocess)
         self.image_cache = ImageCache()
         #: intervention forwards compute the LM's last layer only where logits are read (switch off to compare)
         self.trim_last_layer = True
@@ -152,16 +151,12 @@ class Scratchpad:
                 self._trace(b, pil[b], prompts[b], prepared, maps[b], captured["z"], len(pil), records, logits,
                             out.sequences[b], prompt_len)
             )
-        if self.history is not None:
-            self.history.extend(traces)
         return traces
 
-    def take_history(self) -> list[Trace]:
-        """The traces recorded since the last call (when ``history`` is enabled), and forget them."""
-        if self.history is None:
-            return []
-        taken, self.history = self.history, []
-        return taken
+    def _new_trace(self, **fields: Any) -> Trace:
+        """Build the trace of one run. The checks layer's Scratchpad overrides this to bind ``trace.assert_*``
+        (see :mod:`vsp_assert.checks.fluent`); the engine's traces are plain data."""
+        return Trace(**fields)
 
     def _trace(
         self,
@@ -208,7 +203,7 @@ class Scratchpad:
         scores = attention @ acts  # [T, d_sae]
         own_inputs = self.adapter.element_inputs(inputs, b)
         own_prompt_len = int(own_inputs["input_ids"].shape[1])
-        return Trace(
+        return self._new_trace(
             prompt=prompt,
             answer=tok.decode(ids.tolist(), skip_special_tokens=True).strip(),
             output_tokens=[tok.decode([i]) for i in ids.tolist()],
@@ -224,11 +219,13 @@ class Scratchpad:
             layers=list(self.layers),
             image=image,
             labels=self.sae.labels,
-            _inputs=own_inputs,
-            _sequence=torch.cat([own_inputs["input_ids"][0].cpu(), ids, torch.tensor(
-                [generated[n]] if ended else [], dtype=torch.long)]),
-            _prompt_len=own_prompt_len,
-            _scratchpad=self,
+            replay=Replay(
+                inputs=own_inputs,
+                sequence=torch.cat([own_inputs["input_ids"][0].cpu(), ids, torch.tensor(
+                    [generated[n]] if ended else [], dtype=torch.long)]),
+                prompt_len=own_prompt_len,
+                ended=ended,
+            ),
         )
 
     # ------------------------------------------------------------------ interventions
@@ -236,10 +233,11 @@ class Scratchpad:
         """Apply each intervention to ``trace``'s case; all of them in one batched teacher-forced forward."""
         if not interventions:
             return []
+        replay = self._replay(trace)
         specs = [resolve(spec, self.sae.labels, trace.n_patches) for spec in interventions]
         k = len(specs)
         T = trace.n_tokens
-        single = self.adapter.teacher_forced_inputs(dict(trace._inputs), trace.output_ids)  # CPU, [1, L + T]
+        single = self.adapter.teacher_forced_inputs(dict(replay.inputs), trace.output_ids)  # CPU, [1, L + T]
         layout = self.adapter.intervention_inputs(single, k + 1)  # input_ids [K+1, L+T], extras; on the CPU
         batch = self._to_device(layout)
         teacher = batch["input_ids"]
@@ -261,8 +259,7 @@ class Scratchpad:
         token_p = tok_logp.exp().tolist()  # [K+1][T]
         greedy = logits.argmax(-1)  # [K+1, T+1]
         same = (greedy[:, :T] == answer_ids[None, :]).all(1)  # [K+1]
-        ended = trace._sequence is not None and trace._sequence.numel() > trace._prompt_len + T
-        if ended:  # the original answer stopped: the patched one must stop at the same place
+        if replay.ended:  # the original answer stopped: the patched one must stop at the same place
             eos = torch.tensor(sorted(self.adapter.eos_token_ids()), dtype=greedy.dtype, device=greedy.device)
             same &= torch.isin(greedy[:, T], eos)
         diverged = [r for r, kept in enumerate(same.tolist()) if r and not kept]
@@ -301,7 +298,7 @@ class Scratchpad:
     ) -> dict[int, str]:
         """Greedy answers of the patched model for the rows whose teacher-forced argmax diverged."""
         n = len(specs)
-        layout = self.adapter.intervention_inputs(dict(trace._inputs), n)  # on the CPU, read by the hook
+        layout = self.adapter.intervention_inputs(dict(self._replay(trace).inputs), n)  # on the CPU, read by the hook
         extra = self._to_device(layout)
         ids = extra.pop("input_ids")
         edit = make_edit(self.sae, self.adapter, specs, layout, same_case=True)
@@ -327,9 +324,16 @@ class Scratchpad:
         return answers
 
     # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _replay(trace: Trace) -> Replay:
+        if trace.replay is None:
+            raise InputError("this trace has no replay record, so it cannot be re-run with interventions",
+                             field="trace", fix="use a trace returned by Scratchpad.run")
+        return trace.replay
+
     def _read_only_last(self, n: int) -> Any:
         """The teacher-forced forward reads the logits of its last ``n`` positions only: the LM's last layer
-        computes just those (see :func:`vsp_assert.hooks.last_positions_only`)."""
+        computes just those (see :func:`vsp_assert.engine.hooks.last_positions_only`)."""
         if self.trim_last_layer and self._last_layer is not None:
             return last_positions_only(self._last_layer, n)
         return nullcontext()

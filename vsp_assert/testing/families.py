@@ -26,8 +26,8 @@ from typing import Any
 
 import torch
 
-from .models import LoadedModel
-from .testing import TINY_WORDS, word_tokenizer
+from vsp_assert.engine.models import LoadedModel
+from vsp_assert.testing import TINY_WORDS, word_tokenizer
 
 FAMILIES: tuple[str, ...] = (
     "llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "paligemma", "idefics3", "smolvlm", "gemma3", "llava_onevision",
@@ -389,7 +389,7 @@ def tiny_llava_onevision(*, seed: int = 0, image_size: int = 16, patch_size: int
 
 
 def _tiny_llava(**kw: Any) -> LoadedModel:
-    from .testing import tiny_llava
+    from vsp_assert.testing import tiny_llava
 
     return tiny_llava(**kw)
 
@@ -410,7 +410,7 @@ BUILDERS: dict[str, Callable[..., LoadedModel]] = {
 def tiny_model(family: str, **kw: Any) -> LoadedModel:
     """A tiny random-weight model of ``family`` (one of :data:`FAMILIES`) with its processor and adapter."""
     if family not in BUILDERS:
-        from .errors import InputError
+        from vsp_assert.errors import InputError
 
         raise InputError("no tiny builder for this family", field="family", received=family,
                          allowed=", ".join(FAMILIES))

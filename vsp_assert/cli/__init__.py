@@ -5,7 +5,7 @@ Subcommands:
 - ``run IMAGE PROMPT --model M --sae S``: answer, captured concepts, top concepts per token, the clustered
   heatmap, optional ablations (``--ablate red --ablate "#12"``) and a sufficient-set search (``--sufficient``);
 - ``shapes train|report``: the shapes-world recipe and its report (from :mod:`vsp_assert.shapes.cli`);
-- ``compare --base OLD --new NEW CASES…``: the same cases on two checkpoints (from :mod:`vsp_assert.compare`).
+- ``compare --base OLD --new NEW CASES…``: the same cases on two checkpoints (:mod:`vsp_assert.cli.compare`).
 
 Every :class:`~vsp_assert.errors.VspError` is printed as its one message and exits with status 2; ``--debug``
 shows the traceback instead.
@@ -48,11 +48,11 @@ def _add_run(sub: Any) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from . import Scratchpad, load_model, load_sae
-    from .analysis import find_sufficient_set
-    from .interventions import Intervention
-    from .render.style import Style, colour_enabled
-    from .render.terminal import render_trace
+    from vsp_assert import Scratchpad, load_model, load_sae
+    from vsp_assert.engine.analysis import find_sufficient_set
+    from vsp_assert.engine.interventions import Intervention
+    from vsp_assert.render.style import Style, colour_enabled
+    from vsp_assert.render.terminal import render_trace
 
     model = load_model(args.model, device=args.device, dtype=args.dtype)
     sae = load_sae(args.sae)
@@ -98,8 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
-    from .compare import add_commands as add_compare
-    from .shapes.cli import add_commands as add_shapes
+    from vsp_assert.cli.compare import add_commands as add_compare
+    from vsp_assert.shapes.cli import add_commands as add_shapes
 
     add_shapes(sub)
     add_compare(sub)
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .errors import VspError
+    from vsp_assert.errors import VspError
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -11,16 +11,17 @@ Decisions:
 - **Self-contained.** CSS is inline, images are ``data:image/png;base64`` URIs, nothing is fetched: the page
   must open from a CI artifact store or a mail attachment. Every piece of text is ``html.escape``-d.
 - **Record, then format.** Like the terminal report, this module only formats the recorded
-  :class:`~vsp_assert.trace.Trace` and :class:`~vsp_assert.assertions.AssertionRecord` objects; it never runs a
-  model. The heatmap is :func:`vsp_assert.analysis.heatmap` with the asserted latents and tokens highlighted,
-  exactly as the terminal shows it, but as an HTML table (every column, values printed in the cells).
+  :class:`~vsp_assert.engine.trace.Trace` and :class:`~vsp_assert.checks.assertions.AssertionRecord` objects;
+  it never runs a model. The heatmap is :func:`vsp_assert.engine.analysis.heatmap` with the asserted latents and
+  tokens highlighted, exactly as the terminal shows it, but as an HTML table (every column, values printed in the
+  cells).
 - **PIL + numpy only.** Overlays are drawn here (our colour ramp, nearest-neighbour upsampling of the patch
   grid so each patch reads as one block) rather than with matplotlib, which the package does not depend on.
   Small images are upscaled with NEAREST so a 32-pixel test image stays crisp.
 - **Fast and bounded.** Overlays are capped per case (first :data:`MAX_OVERLAYS` output tokens, first
   :data:`MAX_CONCEPT_MAPS` concepts) and PNGs are encoded with light compression, so a suite of a hundred cases
   writes in a few seconds.
-- **Atomic.** Both files go through :func:`vsp_assert.io.atomic_write_text`; a killed run leaves the previous
+- **Atomic.** Both files go through :func:`vsp_assert.files.atomic_write_text`; a killed run leaves the previous
   report intact.
 
 Spatial maps are drawn over the whole image as the user gave it; a processor that centre-crops (CLIP-style)
@@ -40,16 +41,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .io import atomic_write_text
-from .render.colormap import css_gradient, hex_colour, ramp, text_colour
-from .render.terminal import format_value
+from vsp_assert.files import atomic_write_text
+from vsp_assert.render.colormap import css_gradient, hex_colour, ramp, text_colour
+from vsp_assert.render.terminal import format_value
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
-    from .analysis import Heatmap
-    from .assertions import AssertionRecord
-    from .trace import Trace
+    from vsp_assert.checks.assertions import AssertionRecord
+    from vsp_assert.engine.analysis import Heatmap
+    from vsp_assert.engine.trace import Trace
 
 Result = tuple[str, "Trace", Sequence["AssertionRecord"]]
 
@@ -310,7 +311,7 @@ def concepts_html(trace: Trace, records: Sequence[AssertionRecord]) -> str:
 def case_html(index: int, nodeid: str, trace: Trace, records: Sequence[AssertionRecord], *, top_k: int,
               max_overlays: int) -> str:
     """One case's section (anchor ``case-{index}``)."""
-    from .analysis import heatmap
+    from vsp_assert.engine.analysis import heatmap
 
     failing = [r for r in records if not r.passed]
     status = "failed" if failing else "passed"

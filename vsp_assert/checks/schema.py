@@ -1,0 +1,109 @@
+"""The case schema: what a case expects, as frozen data (:class:`Case` and its ``*Spec`` parts).
+
+These records are what :mod:`vsp_assert.checks.load` builds from YAML and what Python code may build by hand;
+they know nothing of the engine except how to draw a case's image (:meth:`Case.load_image`). The YAML grammar is
+documented in :mod:`vsp_assert.checks.load` and docs/cases.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from vsp_assert.errors import CaseError
+
+
+# ---------------------------------------------------------------------- the schema
+@dataclass(frozen=True)
+class AnswerSpec:
+    equals: str | None = None
+    contains: str | None = None
+    one_of: tuple[str, ...] | None = None
+    not_: str | None = None
+    correct: str | None = None  # documentation: the right answer, for known-failure cases
+
+
+@dataclass(frozen=True)
+class CapturedSpec:
+    concept: str | int
+    min_score: float | None = None
+    max_rank: int | None = None
+    absent: bool = False
+
+
+@dataclass(frozen=True)
+class AttendedSpec:
+    token: str | int
+    concepts: tuple[str | int, ...] = ()
+    absent: tuple[str | int, ...] = ()
+    top_k: int | None = None
+
+
+@dataclass(frozen=True)
+class CausalSpec:
+    ablate: tuple[str | int, ...] = ()
+    steer: tuple[tuple[str | int, ...], float | None, float | None] | None = None  # (concepts, value, scale)
+    patches: tuple[int, ...] | None = None
+    changes: bool | None = None
+    answer: str | None = None
+    min_drop: float | None = None
+    sufficient: bool = False
+    token: str | int = 0
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class Expectations:
+    answer: AnswerSpec | None = None
+    captured: tuple[CapturedSpec, ...] = ()
+    attended: tuple[AttendedSpec, ...] = ()
+    causal: tuple[CausalSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Drift tolerances against a recorded baseline (see baseline.py)."""
+
+    probability: float = 0.15
+    rank_correlation: float = 0.5
+    top_k: int = 3
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    prompt: str
+    image: str | dict[str, Any]  # resolved path, or {"scene": {...}}
+    expect: Expectations
+    file: str
+    line: int
+    marks: tuple[tuple[str, str | None], ...] = ()
+    top_k: int = 5
+    min_score: float = 0.0
+    max_new_tokens: int | None = None
+    tolerance: Tolerance = field(default_factory=Tolerance)
+    description: str | None = None
+
+    def load_image(self) -> Any:
+        """The case's image as an RGB PIL image (file or shapes-world scene)."""
+        from vsp_assert.engine.images import load_image
+
+        if isinstance(self.image, dict):
+            from vsp_assert.shapes import Scene
+
+            try:
+                return Scene.from_dict(self.image["scene"]).render()
+            except CaseError:
+                raise
+            except Exception as exc:  # the world's own validation errors
+                raise CaseError(f"invalid scene: {exc}", file=self.file, line=self.line, field="image.scene",
+                                received=self.image["scene"]) from None
+        return load_image(self.image, source=f"{self.file}:{self.line}")
+
+
+@dataclass(frozen=True)
+class CaseFile:
+    path: str
+    cases: tuple[Case, ...]
+    model: str | None = None
+    sae: str | None = None

@@ -1,0 +1,104 @@
+"""pytest collection nodes for YAML case files.
+
+``VspCaseFile`` parses and validates a case file at collection time (a bad file is a collection error naming
+file, line and field, reported before any model loads) and yields one ``VspCaseItem`` per case, with readable
+ids (``cases/misleading.yaml::stripes-triangle``) and the case's ``xfail``/``skip`` marks. The item runs the case
+through the session's Scratchpad, raises :class:`CaseFailure` with the recorded results when an expectation
+fails, and renders it in ``repr_failure``. This module imports torch only when a case runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from vsp_assert.checks.load import parse_case_file
+from vsp_assert.checks.schema import Case
+from vsp_assert.errors import VspError
+from vsp_assert.pytest_plugin.session import vsp_session
+
+if TYPE_CHECKING:
+    from vsp_assert.checks.assertions import CaseResult
+
+
+class CaseFailure(Exception):
+    """A case ran and some expectation failed; carries the recorded :class:`CaseResult`."""
+
+    def __init__(self, result: CaseResult) -> None:
+        self.result = result
+        super().__init__(f"{len(result.failures)} of {len(result.records)} checks failed")
+
+
+class VspCaseFile(pytest.File):
+    def collect(self) -> Any:
+        cfg = vsp_session(self.config).options
+        try:
+            parsed = parse_case_file(self.path, root=self.config.rootpath,
+                                     allow_outside_root=cfg.allow_outside_root)
+        except VspError as exc:
+            raise CaseCollectError(str(exc)) from None
+        for case in parsed.cases:
+            yield VspCaseItem.from_parent(self, name=case.id, case=case, model=parsed.model, sae=parsed.sae)
+
+    def repr_failure(self, excinfo: Any, style: Any = None) -> Any:  # type: ignore[override]
+        if isinstance(excinfo.value, CaseCollectError):
+            return f"vsp-assert: invalid case file\n{excinfo.value}"
+        return super().repr_failure(excinfo)
+
+
+class CaseCollectError(Exception):
+    """A case file failed validation (message already names file, line and field)."""
+
+
+class VspCaseItem(pytest.Item):
+    def __init__(self, *, case: Case, model: str | None, sae: str | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.case = case
+        self.pinned_model = model
+        self.pinned_sae = sae
+        self.result: CaseResult | None = None
+        self.add_marker(pytest.mark.vsp)
+        for name, reason in case.marks:
+            if name == "xfail":
+                self.add_marker(pytest.mark.xfail(reason=reason or "known failure", strict=True))
+            elif name == "skip":
+                self.add_marker(pytest.mark.skip(reason=reason or "skipped in the case file"))
+
+    def runtest(self) -> None:
+        from vsp_assert.checks.assertions import run_case
+        from vsp_assert.checks.baseline import check_result
+
+        session = vsp_session(self.config)
+        pad = session.scratchpad(model_name=self.pinned_model, sae_name=self.pinned_sae)
+        try:
+            self.result = run_case(pad, self.case)
+            self.result.records.extend(check_result(session.baselines, self.result,
+                                                    update=session.options.update_baseline))
+        except VspError as exc:
+            raise exc.with_context(file=self.case.file, line=self.case.line) from None
+        session.add_result(self.result)
+        if not self.result.passed:
+            raise CaseFailure(self.result)
+
+    def repr_failure(self, excinfo: Any, style: Any = None) -> Any:  # type: ignore[override]
+        from vsp_assert.render.case import render_case
+        from vsp_assert.render.drift import render_drift
+
+        session = vsp_session(self.config)
+        cfg = session.options
+        if isinstance(excinfo.value, CaseFailure):
+            result = excinfo.value.result
+            style, width = session.style, session.width
+            text = render_case(self.nodeid, result.trace, result.records, style=style, top_k=self.case.top_k,
+                               width=width)
+            if result.drift is not None and any(not r.passed for r in result.records if r.kind == "drift"):
+                text += "\n\n" + render_drift(result.drift, result.trace, style, width)
+            return text
+        if isinstance(excinfo.value, VspError) and not cfg.debug:
+            return f"vsp-assert: {excinfo.value}"
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, self.case.line - 1, f"vsp case {self.case.id}"
