@@ -55,8 +55,11 @@ def _r(x: float) -> float:
     return round(float(x), DECIMALS)
 
 
-def profile(trace: Trace, records: list[AssertionRecord] | None = None, top: int = RECORDED_TOP) -> dict[str, Any]:
-    """The recorded profile of one trace (and the interventions among its records)."""
+def profile(trace: Trace, records: list[AssertionRecord] | None = None, top: int = RECORDED_TOP, *,
+            sae_id: str | None = None) -> dict[str, Any]:
+    """The recorded profile of one trace (and the interventions among its records). ``sae_id``: the identity of
+    the SAE it was explained with (:func:`vsp_assert.engine.fit.sae_identity`); a baseline entry recorded with
+    another SAE is not compared (its latents are other latents)."""
     tokens = []
     for t, text in enumerate(trace.output_tokens):
         tokens.append({
@@ -69,13 +72,18 @@ def profile(trace: Trace, records: list[AssertionRecord] | None = None, top: int
             iv = r.intervention
             interventions.append({"intervention": r.description, "answer_after": iv.answer_after,
                                   "p_after": _r(iv.p_after), "drop": _r(iv.drop)})
-    return {
+    out: dict[str, Any] = {
         "answer": trace.answer,
         "answer_prob": _r(trace.answer_prob),
         "tokens": tokens,
         "captured": [[trace.display(i), i, _r(s)] for i, s in trace.top_captured(top)],
         "interventions": sorted(interventions, key=lambda d: d["intervention"]),
     }
+    if trace.sae_fit is not None:
+        out["sae_fit"] = _r(trace.sae_fit)
+    if sae_id is not None:
+        out["sae_identity"] = sae_id
+    return out
 
 
 # ---------------------------------------------------------------------- reading and writing
@@ -130,6 +138,8 @@ def _validate_entry(entry: Any, source: str, case_id: str) -> None:
     for item in entry["captured"]:
         if not _is_scored(item):
             raise bad("captured", item, "[name, latent id, score]")
+    if "sae_identity" in entry and not isinstance(entry["sae_identity"], str):
+        raise bad("sae_identity", entry["sae_identity"], "the SAE's identity, a hex string")
     for i, iv in enumerate(entry["interventions"]):
         if (not isinstance(iv, dict) or not isinstance(iv.get("intervention"), str)
                 or not isinstance(iv.get("answer_after"), str)):
@@ -289,6 +299,7 @@ class BaselineStore:
         self._read: dict[Path, dict[str, Any]] = {}
         self.pending: dict[Path, dict[str, dict[str, Any]]] = {}
         self.missing: set[str] = set()  # a set: a rerun case counts once
+        self.incomparable: set[str] = set()  # entries recorded with another SAE (not compared)
 
     def entry(self, case_file: str, case_id: str) -> dict[str, Any] | None:
         path = baseline_path(case_file)
@@ -306,19 +317,26 @@ class BaselineStore:
         return written
 
 
-def check_result(store: BaselineStore, result: CaseResult, *, update: bool) -> list[AssertionRecord]:
+def check_result(store: BaselineStore, result: CaseResult, *, update: bool,
+                 sae_id: str | None = None) -> list[AssertionRecord]:
     """Compare one YAML case result with its baseline entry: sets ``result.drift`` (the :class:`Drift`, with the
-    baseline profile in ``drift.baseline``) and returns the drift records (none when updating or when the case has
-    no entry). Rendering the drift is the renderer's job (:mod:`vsp_assert.render.drift`)."""
+    baseline profile in ``drift.baseline``) and returns the drift records (none when updating, when the case has
+    no entry, or when the entry was recorded with another SAE — ``store.incomparable`` then names the case).
+    Rendering the drift is the renderer's job (:mod:`vsp_assert.render.drift`)."""
     case = result.case
     assert case is not None, "baselines are kept for YAML cases"
-    prof = profile(result.trace, result.records)
+    prof = profile(result.trace, result.records, sae_id=sae_id)
     if update:
         store.record(case.file, case.id, prof)
         return []
     old = store.entry(case.file, case.id)
+    name = f"{os.path.relpath(case.file)}::{case.id}"
     if old is None:
-        store.missing.add(f"{os.path.relpath(case.file)}::{case.id}")
+        store.missing.add(name)
+        return []
+    recorded_with = old.get("sae_identity")
+    if sae_id is not None and recorded_with is not None and recorded_with != sae_id:
+        store.incomparable.add(name)
         return []
     drift = diff_profiles(old, prof, result.trace, case.tolerance.top_k)
     drift.baseline = old

@@ -20,6 +20,7 @@ import torch
 
 from vsp_assert.engine.adapter import PatchMap
 from vsp_assert.engine.attention import AttentionRecorder, recording
+from vsp_assert.engine.fit import explained_variance
 from vsp_assert.engine.hooks import forward_hook, get_module, last_positions_only
 from vsp_assert.engine.images import load_image
 from vsp_assert.engine.interventions import Intervention, InterventionResult, ResolvedIntervention, make_edit, resolve
@@ -199,7 +200,9 @@ class Scratchpad:
                 fix="check the model's dtype (try float32) and the image preprocessing",
             )
         with torch.inference_mode():
-            acts = self.sae.encode(x).float().cpu()  # [P, d_sae]
+            codes = self.sae.encode(x)  # [P, d_sae]
+            fit = explained_variance(x, self.sae.decode(codes, x))
+            acts = codes.float().cpu()
         scores = attention @ acts  # [T, d_sae]
         own_inputs = self.adapter.element_inputs(inputs, b)
         own_prompt_len = int(own_inputs["input_ids"].shape[1])
@@ -219,6 +222,7 @@ class Scratchpad:
             layers=list(self.layers),
             image=image,
             labels=self.sae.labels,
+            sae_fit=fit,
             replay=Replay(
                 inputs=own_inputs,
                 sequence=torch.cat([own_inputs["input_ids"][0].cpu(), ids, torch.tensor(

@@ -79,6 +79,8 @@ class Trace:
     layers: list[int]
     image: Any = None
     labels: ConceptLabels | None = None
+    #: the SAE's explained variance on this image's patches at the hooked layer (see vsp_assert.engine.fit)
+    sae_fit: float | None = None
     #: how the engine re-enters the model for this case (None for a trace built by hand)
     replay: Replay | None = field(default=None, repr=False, compare=False)
 
