@@ -30,6 +30,7 @@ forward's inputs (``input_ids``), with no ``num_crops`` needed. Patches are numb
 col`` and ``patches_of`` / ``with_patches`` move between ``[ΣV, P, d]`` and ``[B, V_max·P, d]`` (zero-padded
 past an element's own views). The map of a one-view element is the ``[mm_tokens_per_image, P]`` pooling (dense,
 as without pan-and-scan); with crops it is the block-diagonal ``[V·mm_tokens_per_image, V·P]`` (sparse COO).
+The views' layout and the block-diagonal map are :mod:`vsp_assert.engine.views`'.
 
 Answer tokens are text (0) when appended. The captured rows are the generating (text) tokens', whose mask the
 model passes as is, sliding-window layers included (see :mod:`vsp_assert.engine.attention`). ``vision_once``: a batch
@@ -49,6 +50,7 @@ import torch
 from torch import nn
 
 from vsp_assert.engine.adapter import PatchMap
+from vsp_assert.engine.views import MultiViewAdapter, block_diagonal, views_from_tokens
 from vsp_assert.errors import ModelError
 
 from .llava import LlavaAdapter
@@ -58,7 +60,7 @@ class _Pooled(Exception):
     """Stops the projector's forward once its pool has run (its norm expects the vision width)."""
 
 
-class Gemma3Adapter(LlavaAdapter):
+class Gemma3Adapter(MultiViewAdapter, LlavaAdapter):
     family = "gemma3"
     model_types = ("gemma3",)
     model_class = "Gemma3ForConditionalGeneration"
@@ -88,44 +90,12 @@ class Gemma3Adapter(LlavaAdapter):
     def _tokens_per_view(self) -> int:
         return int(self.model.config.mm_tokens_per_image)
 
-    def views_per_image(self, inputs: dict[str, torch.Tensor] | None, hidden_rows: int, batch: int) -> list[int]:
+    def element_views(self, inputs: dict[str, torch.Tensor]) -> list[int] | None:
         """Views (whole image + pan-and-scan crops) of each batch element: its image tokens over the tokens one
-        view gives; without inputs, an even split of the tower's rows."""
-        if inputs is not None and "input_ids" in inputs:
-            per_view = self._tokens_per_view()
-            counts = (inputs["input_ids"] == self.model.config.image_token_id).sum(1).tolist()  # [B]
-            if any(c % per_view for c in counts):
-                raise ModelError(f"gemma3: image-token counts {counts} are not whole views of {per_view} tokens "
-                                 "(mm_tokens_per_image)", fix="one image per prompt, built with the model's own "
-                                                              "processor")
-            views = [c // per_view for c in counts]
-        else:
-            views = [hidden_rows // batch] * batch
-        if sum(views) != hidden_rows:
-            raise ModelError(f"gemma3: the hooked layer ran on {hidden_rows} views, the inputs imply {sum(views)}",
-                             fix="pass the forward's inputs to patches_of / with_patches")
-        return views
-
-    def patches_of(self, hidden: torch.Tensor, batch: int,
-                   inputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        views = self.views_per_image(inputs, hidden.shape[0], batch)
-        if all(v == 1 for v in views):  # one view each: the batch-first layout, as without pan-and-scan
-            return super().patches_of(hidden, batch)
-        per_view = super().patches_of(hidden, hidden.shape[0])  # [ΣV, P, d]
-        p, d = per_view.shape[1], per_view.shape[2]
-        out = per_view.new_zeros(batch, max(views) * p, d)  # [B, V_max·P, d]
-        for b, chunk in enumerate(torch.split(per_view, views)):
-            out[b, : chunk.shape[0] * p] = chunk.reshape(-1, d)
-        return out
-
-    def with_patches(self, hidden: torch.Tensor, patches: torch.Tensor,
-                     inputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        views = self.views_per_image(inputs, hidden.shape[0], patches.shape[0])
-        if all(v == 1 for v in views):
-            return super().with_patches(hidden, patches)
-        p = len(self.patch_token_index(hidden.shape[1]))
-        per_view = torch.cat([patches[b, : v * p].reshape(v, p, -1) for b, v in enumerate(views)])  # [ΣV, P, d]
-        return super().with_patches(hidden, per_view)
+        view gives (``mm_tokens_per_image``)."""
+        if "input_ids" not in inputs:
+            return None
+        return views_from_tokens(self.family, inputs, self.model.config.image_token_id, self._tokens_per_view())
 
     # ------------------------------------------------------------------ inputs
     def element_inputs(self, inputs: dict[str, torch.Tensor], index: int) -> dict[str, torch.Tensor]:
@@ -183,12 +153,5 @@ class Gemma3Adapter(LlavaAdapter):
                              fix="one image per prompt, built with the model's own processor")
         if views == 1:
             return PatchMap(image_positions=positions, token_to_patch=pooling, grid=self.grid())
-        # view v: its tokens v·t² … and its patches v·P …, pooled like the first (block-diagonal, sparse)
-        token, patch = torch.nonzero(pooling, as_tuple=True)
-        offsets = torch.arange(views)[:, None]
-        coords = torch.stack([(token + offsets * pooling.shape[0]).flatten(),
-                              (patch + offsets * pooling.shape[1]).flatten()])
-        values = pooling[token, patch].repeat(views)
-        mapping = torch.sparse_coo_tensor(coords, values, (views * pooling.shape[0], views * pooling.shape[1]),
-                                          check_invariants=True).coalesce()
+        mapping = block_diagonal(pooling, views)  # view v: its tokens v·t² … pool its patches v·P … like view 0
         return PatchMap(image_positions=positions, token_to_patch=mapping, grid=self.grid(), views=views)

@@ -10,6 +10,7 @@ tokens follow ``<fake_token_around_image><row_r_col_c>`` (tiles, row-major) or `
 
 Patches are numbered ``view · P_v + row · cols_v + col`` (views in the processor's order, global view last), and
 the map is computed by running the model's own ``pixel_shuffle`` on patch indices, so it follows the model.
+The views' layout (``[ΣV, P_v, d]`` ↔ ``[B, V·P_v, d]``) is :mod:`vsp_assert.engine.views`'.
 
 Shapes: hooked layer output ``[ΣV, P_v, d_vision]`` → patches ``[B, V·P_v, d_vision]``.
 """
@@ -22,12 +23,13 @@ from typing import Any
 import torch
 
 from vsp_assert.engine.adapter import PatchMap
+from vsp_assert.engine.views import MultiViewAdapter, views_from_tokens
 from vsp_assert.errors import ModelError
 
 from .llava import LlavaAdapter
 
 
-class Idefics3Adapter(LlavaAdapter):
+class Idefics3Adapter(MultiViewAdapter, LlavaAdapter):
     family = "idefics3"
     model_types = ("idefics3", "smolvlm")
     model_class = "AutoModelForImageTextToText"
@@ -51,33 +53,11 @@ class Idefics3Adapter(LlavaAdapter):
         rows, cols = self.grid()
         return rows * cols // self._scale() ** 2
 
-    def views_per_image(self, inputs: dict[str, torch.Tensor] | None, hidden_rows: int, batch: int) -> list[int]:
-        """Real views of each element: its image-token count over the tokens one view gives (even split without
-        inputs)."""
-        if inputs is not None and "input_ids" in inputs:
-            counts = (inputs["input_ids"] == self.model.config.image_token_id).sum(1)  # [B]
-            views = [int(c) // self._tokens_per_view() for c in counts]
-        else:
-            views = [hidden_rows // batch] * batch
-        if sum(views) != hidden_rows:
-            raise ModelError(f"idefics3: the hooked layer ran on {hidden_rows} views, the inputs imply {sum(views)}",
-                             fix="pass the forward's inputs to patches_of / with_patches")
-        return views
-
-    def patches_of(self, hidden: torch.Tensor, batch: int,
-                   inputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        views = self.views_per_image(inputs, hidden.shape[0], batch)
-        p_v, d = hidden.shape[1], hidden.shape[2]
-        out = hidden.new_zeros(batch, max(views) * p_v, d)  # [B, V_max·P_v, d]
-        for b, chunk in enumerate(torch.split(hidden, views)):
-            out[b, : chunk.shape[0] * p_v] = chunk.reshape(-1, d)
-        return out
-
-    def with_patches(self, hidden: torch.Tensor, patches: torch.Tensor,
-                     inputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        views = self.views_per_image(inputs, hidden.shape[0], patches.shape[0])
-        p_v = hidden.shape[1]
-        return torch.cat([patches[b, : v * p_v].reshape(v, p_v, -1) for b, v in enumerate(views)]).to(hidden.dtype)
+    def element_views(self, inputs: dict[str, torch.Tensor]) -> list[int] | None:
+        """Real views of each element: its image-token count over the tokens one view gives."""
+        if "input_ids" not in inputs:
+            return None
+        return views_from_tokens(self.family, inputs, self.model.config.image_token_id, self._tokens_per_view())
 
     # ------------------------------------------------------------------ inputs
     def _chat(self, prompt: str) -> str:

@@ -13,6 +13,8 @@ model's own ``pack_image_features`` on patch indices (newline tokens carry no pa
 drift from the model's placement. Only ``vision_feature_select_strategy == "default"`` (the released checkpoints)
 is supported.
 
+The views' layout is :mod:`vsp_assert.engine.views`'.
+
 Shapes: hooked layer output ``[ΣV, 1 + P_v, d_vision]`` (CLS first) → patches ``[B, V·P_v, d_vision]``.
 """
 
@@ -21,45 +23,22 @@ from __future__ import annotations
 import torch
 
 from vsp_assert.engine.adapter import PatchMap
+from vsp_assert.engine.views import MultiViewAdapter
 from vsp_assert.errors import ModelError
 
 from .llava import LlavaAdapter
 
 
-class LlavaNextAdapter(LlavaAdapter):
+class LlavaNextAdapter(MultiViewAdapter, LlavaAdapter):
     family = "llava_next"
     model_types = ("llava_next",)
     model_class = "LlavaNextForConditionalGeneration"
     vision_once = False  # the layout after the hook depends on per-image views/packing: no batch expansion
 
     # ------------------------------------------------------------------ views
-    def views_per_image(self, inputs: dict[str, torch.Tensor] | None, hidden_rows: int, batch: int) -> list[int]:
-        """Views (base + tiles) of each batch element: from ``image_sizes`` or, without inputs, an even split."""
-        if inputs is not None and "image_sizes" in inputs:
-            views = [self._views(size) for size in inputs["image_sizes"]]
-        else:
-            views = [hidden_rows // batch] * batch
-        if sum(views) != hidden_rows:
-            raise ModelError(f"llava_next: the hooked layer ran on {hidden_rows} views, the inputs imply "
-                             f"{sum(views)}", fix="pass the forward's inputs (image_sizes) to patches_of")
-        return views
-
-    def patches_of(self, hidden: torch.Tensor, batch: int,
-                   inputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        per_view = super().patches_of(hidden, batch)  # [ΣV, P_v, d]
-        views = self.views_per_image(inputs, hidden.shape[0], batch)
-        p_v = per_view.shape[1]
-        out = per_view.new_zeros(batch, max(views) * p_v, per_view.shape[2])  # [B, V_max·P_v, d]
-        for b, chunk in enumerate(torch.split(per_view, views)):
-            out[b, : chunk.shape[0] * p_v] = chunk.reshape(-1, per_view.shape[2])
-        return out
-
-    def with_patches(self, hidden: torch.Tensor, patches: torch.Tensor,
-                     inputs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        views = self.views_per_image(inputs, hidden.shape[0], patches.shape[0])
-        p_v = len(self.patch_token_index(hidden.shape[1]))
-        per_view = torch.cat([patches[b, : v * p_v].reshape(v, p_v, -1) for b, v in enumerate(views)])
-        return super().with_patches(hidden, per_view)
+    def element_views(self, inputs: dict[str, torch.Tensor]) -> list[int] | None:
+        """Views (base + tiles) of each batch element, from ``image_sizes``."""
+        return [self._views(size) for size in inputs["image_sizes"]] if "image_sizes" in inputs else None
 
     # ------------------------------------------------------------------ mapping
     def patch_map(self, inputs: dict[str, torch.Tensor], index: int) -> PatchMap:

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from vsp_assert.engine.adapter import PatchMap
+from vsp_assert.engine.views import sparse_map
 from vsp_assert.errors import ModelError
 
 from .llava_next import LlavaNextAdapter
@@ -95,6 +96,4 @@ class LlavaOnevisionAdapter(LlavaNextAdapter):
             rows_idx.append(r)
             cols_idx.append(c + start)
             values.append(chunk[r, c])
-        index = torch.stack([torch.cat(rows_idx), torch.cat(cols_idx)])
-        return torch.sparse_coo_tensor(index, torch.cat(values), (n_tokens, n),
-                                       check_invariants=True).coalesce()
+        return sparse_map(torch.cat(rows_idx), torch.cat(cols_idx), torch.cat(values), (n_tokens, n))

@@ -14,6 +14,7 @@ from vsp_assert.engine.hooks import forward_hook
 from vsp_assert.engine.interventions import make_edit, resolve
 from vsp_assert.errors import ModelError
 from vsp_assert.testing import random_sae
+from vsp_assert.testing.contract_checks import lm_input_embeds
 from vsp_assert.testing.families import tiny_gemma3
 
 
@@ -92,32 +93,6 @@ def square():
     return Image.fromarray((np.random.RandomState(6).rand(40, 40, 3) * 255).astype("uint8"))
 
 
-def lm_input_embeds(loaded, hook_module, inputs, edit=None):
-    """``inputs_embeds [B, L, d_text]`` the LM receives (image features scattered in); the LM itself not run."""
-    seen = {}
-
-    class Stop(Exception):
-        pass
-
-    def grab(_module, _args, kwargs):
-        seen["e"] = kwargs["inputs_embeds"].detach().clone()
-        raise Stop
-
-    handle = loaded.model.model.language_model.register_forward_pre_hook(grab, with_kwargs=True)
-    try:
-        with torch.no_grad():
-            if edit is None:
-                loaded.model(**inputs)
-            else:
-                with forward_hook(hook_module, edit):
-                    loaded.model(**inputs)
-    except Stop:
-        pass
-    finally:
-        handle.remove()
-    return seen["e"]
-
-
 def test_the_adapter_preprocesses_as_the_processor_does_without_forcing_pan_and_scan(gemma3, scanning, wide):
     chat = gemma3.adapter._chat("describe the image")
     for loaded, views in ((gemma3, 1), (scanning[0], 5)):
@@ -189,8 +164,8 @@ def test_pan_and_scan_map_follows_the_model_wiring(scanning, wide):
         x[torch.arange(len(chosen)), torch.tensor(chosen)] += 3.0 * torch.linspace(-1.0, 1.0, x.shape[-1])
         return adapter.with_patches(hidden, x, batch)
 
-    plain = lm_input_embeds(loaded, pad.hook_module, batch)
-    bumped = lm_input_embeds(loaded, pad.hook_module, batch, bump)
+    plain = lm_input_embeds(loaded.model, batch)
+    bumped = lm_input_embeds(loaded.model, batch, pad.hook_module, bump)
     changed = (plain != bumped).any(-1)  # [R, L]
     for r, p in enumerate(chosen):
         expected = torch.zeros_like(changed[r])

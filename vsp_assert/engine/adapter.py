@@ -10,9 +10,11 @@ The engine is family-agnostic; an :class:`Adapter` answers the few questions tha
   :class:`PatchMap`: a bijection for LLaVA, many-to-one for families that merge patches);
 - how to switch the LM's attention to the capturing implementation.
 
-One family per module in ``plugins/`` (installed as ``vsp_assert.plugins``). Adapters register themselves in a
-small registry that refuses duplicates; third-party adapters are found through the entry-point group
-``vsp_assert.engine.adapter``.
+One family per module in ``plugins/`` (installed as ``vsp_assert.plugins``). Adapters come in one way only, the
+entry-point group ``vsp_assert.adapters`` (the built-in families are entry points of this package, a third-party
+family is one of its own package); the registry here refuses a second adapter for a ``model_type``. Families with
+several views per image build on :mod:`vsp_assert.engine.views`; :mod:`vsp_assert.testing.contract` checks an
+adapter against the model it serves.
 """
 
 from __future__ import annotations

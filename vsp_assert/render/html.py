@@ -24,42 +24,43 @@ Decisions:
 - **Atomic.** Both files go through :func:`vsp_assert.files.atomic_write_text`; a killed run leaves the previous
   report intact.
 
+This module assembles the page (CSS, summary table, ``report.json``, the atomic writes); each case's section
+(image, checks, interventions, heatmap, overlays, concept maps) is built in :mod:`vsp_assert.render.html_case`.
+
 Spatial maps are drawn over the whole image as the user gave it; a processor that centre-crops (CLIP-style)
 saw a slightly smaller region, so near the cropped edges the maps are approximate.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from vsp_assert.files import atomic_write_text
-from vsp_assert.render.colormap import css_gradient, hex_colour, ramp, text_colour
-from vsp_assert.render.terminal import format_value
+from vsp_assert.render.html_case import (
+    IMAGE_BOX,
+    MAX_CONCEPT_MAPS,
+    MAX_OVERLAYS,
+    OVERLAY_BOX,
+    _e,
+    case_html,
+    fit_image,
+    overlay,
+    png_data_uri,
+)
 
 if TYPE_CHECKING:
-    from PIL import Image as PILImage
-
     from vsp_assert.checks.assertions import AssertionRecord
-    from vsp_assert.engine.analysis import Heatmap
     from vsp_assert.engine.trace import Trace
 
-Result = tuple[str, "Trace", Sequence["AssertionRecord"]]
+# the page's names, and the section names callers (the plugin's digests, the tests) read from here
+__all__ = ["CSS", "IMAGE_BOX", "MAX_CONCEPT_MAPS", "MAX_OVERLAYS", "OVERLAY_BOX", "case_html", "fit_image", "overlay",
+           "png_data_uri", "render_report", "report_json", "summary_html", "write_report"]
 
-IMAGE_BOX = 192  # px: longest side of the case image
-OVERLAY_BOX = 128  # px: longest side of each overlay
-MAX_OVERLAYS = 8  # attention overlays per case (first output tokens)
-MAX_CONCEPT_MAPS = 8  # spatial concept maps per case
-OVERLAY_ALPHA = (0.2, 0.45)  # colour weight = a + b · level, so the image stays visible where nothing fires
-PNG_COMPRESS_LEVEL = 3
+Result = tuple[str, "Trace", Sequence["AssertionRecord"]]
 
 CSS = """
 body { font: 14px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px; color: #1d1d1f;
@@ -103,16 +104,6 @@ table.heatmap .cb { border-left: 3px solid #222 !important; }
 """
 
 
-# ---------------------------------------------------------------------- small helpers
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _token_text(text: str) -> str:
-    shown = text.replace("\n", "\\n").strip()
-    return shown or repr(text)
-
-
 def _passed(records: Sequence[AssertionRecord]) -> bool:
     return all(r.passed for r in records)
 
@@ -126,222 +117,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
     return value
-
-
-# ---------------------------------------------------------------------- images
-def png_data_uri(image: PILImage.Image) -> str:
-    """``data:image/png;base64,…`` of a PIL image."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def fit_image(image: PILImage.Image, box: int) -> PILImage.Image:
-    """``image`` as RGB with its longest side ``box`` px: NEAREST when enlarging (crisp), antialiased otherwise."""
-    from PIL import Image
-
-    rgb = image.convert("RGB")
-    w, h = rgb.size
-    scale = box / max(w, h)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    if size == rgb.size:
-        return rgb
-    resample = Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.BILINEAR
-    return rgb.resize(size, resample)
-
-
-def grid_levels(values: np.ndarray, grid: tuple[int, int]) -> np.ndarray | None:
-    """``values [P]`` normalised by their maximum and reshaped to ``[rows, cols]``; None if P ≠ rows·cols."""
-    rows, cols = grid
-    if values.size != rows * cols or rows * cols == 0:
-        return None
-    top = float(values.max())
-    levels = values / top if top > 0 else np.zeros_like(values)
-    return levels.reshape(rows, cols).astype(np.float64)
-
-
-def overlay(base: PILImage.Image, levels: np.ndarray) -> PILImage.Image:
-    """``base`` blended with the colour ramp of ``levels [rows, cols]`` (in [0, 1]), one block per patch."""
-    from PIL import Image
-
-    pixels = np.asarray(base, dtype=np.float64)  # [H, W, 3]
-    height, width = pixels.shape[:2]
-    rows, cols = levels.shape
-    row_of = np.arange(height) * rows // height  # [H] patch row of each pixel row
-    col_of = np.arange(width) * cols // width  # [W] patch column of each pixel column
-    up = levels[row_of][:, col_of]  # [H, W]
-    alpha = (OVERLAY_ALPHA[0] + OVERLAY_ALPHA[1] * up)[..., None]  # [H, W, 1]
-    mixed = pixels * (1.0 - alpha) + ramp(up).astype(np.float64) * alpha  # [H, W, 3]
-    return Image.fromarray(np.rint(mixed).astype(np.uint8))
-
-
-def _figure(uri: str, caption: str, *, css_class: str, highlight: bool = False, alt: str = "") -> str:
-    cap = ' class="hl"' if highlight else ""
-    return (f'<figure class="{css_class}"><img src="{uri}" alt="{_e(alt or caption)}">'
-            f"<figcaption{cap}>{_e(caption)}</figcaption></figure>")
-
-
-# ---------------------------------------------------------------------- sections of a case
-def heatmap_html(hm: Heatmap, trace: Trace) -> str:
-    """The heatmap as a table: one row per output token, one column per latent, clusters separated."""
-    if not hm.latents or not hm.tokens:
-        return '<p class="note">no active latents for these tokens</p>'
-    vmax = float(np.abs(hm.values).max()) if hm.values.size else 0.0
-    vmax = vmax if vmax > 0 else 1.0
-    n = len(hm.latents)
-    starts = [j == 0 or hm.clusters[j] != hm.clusters[j - 1] for j in range(n)]  # [n] first column of a cluster
-    spans: list[tuple[int, int]] = []  # (cluster id, width)
-    for j in range(n):
-        if starts[j]:
-            spans.append((hm.clusters[j], 0))
-        spans[-1] = (spans[-1][0], spans[-1][1] + 1)
-    head1 = "".join(f'<th class="cluster cb" colspan="{w}">cluster {c}</th>' for c, w in spans)
-    head2 = []
-    for j, latent in enumerate(hm.latents):
-        classes = ["lat"] + (["hl"] if latent in hm.highlight_latents else []) + (["cb"] if starts[j] else [])
-        mark = "★ " if latent in hm.highlight_latents else ""
-        name = hm.names[j] if not hm.names[j].startswith("#") else ""
-        head2.append(f'<th class="{" ".join(classes)}" data-latent="{latent}" title="{_e(trace.display(latent))}'
-                     f'">{_e(mark + name)}<br><span class="lid">#{latent}</span></th>')
-    body = []
-    for t, token in enumerate(hm.tokens):
-        hl = t in hm.highlight_tokens
-        cells = []
-        for j, latent in enumerate(hm.latents):
-            value = float(hm.values[t, j])
-            level = abs(value) / vmax
-            cb = " cb" if starts[j] else ""
-            tip = f"{_token_text(token)} × {trace.display(latent)}: {value:.4f}"
-            cells.append(f'<td class="cell{cb}" style="background:{hex_colour(level)};color:{text_colour(level)}" '
-                         f'title="{_e(tip)}">{_e(format_value(value))}</td>')
-        marker = "▶ " if hl else ""
-        body.append(f'<tr class="tok{" hl" if hl else ""}" data-token="{t}"><th class="token">'
-                    f'{_e(marker + _token_text(token))}</th>{"".join(cells)}</tr>')
-    legend = (f'<p class="note">rows: output tokens (▶ asserted) · columns: latents in clustered order (★ asserted,'
-              f' thick line between clusters) · cell: attention-weighted score s[t, k] · scale 0'
-              f'<span class="legend" style="background:{css_gradient()}"></span>{_e(format_value(vmax))}</p>')
-    return (f'{legend}<table class="heatmap"><thead><tr><th></th>{head1}</tr>'
-            f'<tr><th class="corner">token \\ latent</th>{"".join(head2)}</tr></thead>'
-            f'<tbody>{"".join(body)}</tbody></table>')
-
-
-def records_html(records: Sequence[AssertionRecord]) -> str:
-    if not records:
-        return '<p class="note">no checks recorded</p>'
-    rows = []
-    for r in records:
-        mark = '<span class="ok">✔</span>' if r.passed else '<span class="ko">✘</span>'
-        rows.append(f'<tr class="{"passrow" if r.passed else "failrow"}"><td>{mark}</td><td>{_e(r.kind)}</td>'
-                    f"<td>{_e(r.description)}</td><td>{_e(r.expected)}</td><td>{_e(r.measured)}</td></tr>")
-    return ('<table class="grid records"><thead><tr><th></th><th>check</th><th>assertion</th><th>expected</th>'
-            f'<th>measured</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
-
-
-def interventions_html(trace: Trace, records: Sequence[AssertionRecord]) -> str:
-    rows = []
-    for r in records:
-        res = r.intervention
-        if res is None:
-            continue
-        mark = '<span class="ok">✔</span>' if r.passed else '<span class="ko">✘</span>'
-        latents = ", ".join(trace.display(i) for i in res.latents) or "-"
-        rows.append(
-            f"<tr><td>{mark}</td><td>{_e(res.intervention.describe())}</td><td class=\"mono\">{_e(latents)}</td>"
-            f"<td>{_e(repr(res.answer_before))}</td><td>{_e(repr(res.answer_after))}</td>"
-            f"<td>{'yes' if res.changed else 'no'}</td><td>{res.p_before:.4g}</td><td>{res.p_after:.4g}</td>"
-            f"<td>{res.drop:+.4g}</td></tr>"
-        )
-    if not rows:
-        return ""
-    return ('<h3>interventions</h3><table class="grid interventions"><thead><tr><th></th><th>intervention</th>'
-            "<th>latents</th><th>answer before</th><th>answer after</th><th>changed</th><th>p before</th>"
-            f'<th>p after</th><th>drop</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
-
-
-def attention_html(trace: Trace, highlight: set[int], max_overlays: int) -> str:
-    if trace.image is None or trace.n_tokens == 0:
-        return ""
-    base = fit_image(trace.image, OVERLAY_BOX)
-    attention = trace.attention.detach().float().numpy()  # [T, P]
-    figures = []
-    for t in range(min(trace.n_tokens, max_overlays)):
-        levels = grid_levels(attention[t], trace.grid)
-        if levels is None:
-            return '<p class="note">attention overlays skipped: the patches do not form the recorded grid</p>'
-        token = _token_text(trace.output_tokens[t])
-        figures.append(_figure(png_data_uri(overlay(base, levels)), f"{t}: {token}", css_class="attention",
-                               highlight=t in highlight, alt=f"attention of output token {t}"))
-    more = trace.n_tokens - len(figures)
-    note = f'<p class="note">… {more} more output token(s) not shown</p>' if more > 0 else ""
-    return ('<h3>attention per output token</h3><p class="note">where each output token reads the image '
-            f'(text-to-image attention, brighter = more)</p><div class="figures">{"".join(figures)}</div>{note}')
-
-
-def concepts_html(trace: Trace, records: Sequence[AssertionRecord]) -> str:
-    if trace.image is None:
-        return ""
-    seen: dict[tuple[str, tuple[int, ...]], list[AssertionRecord]] = {}
-    for r in records:
-        if r.concept and r.latents:
-            seen.setdefault((r.concept, tuple(r.latents)), []).append(r)
-    if not seen:
-        return ""
-    base = fit_image(trace.image, OVERLAY_BOX)
-    acts = trace.acts.detach().float().numpy()  # [P, d_sae]
-    figures = []
-    for (concept, latents), recs in list(seen.items())[:MAX_CONCEPT_MAPS]:
-        fires = acts[:, list(latents)].sum(1)  # [P]
-        levels = grid_levels(fires, trace.grid)
-        if levels is None:
-            return '<p class="note">concept maps skipped: the patches do not form the recorded grid</p>'
-        peak = float(fires.max()) if fires.size else 0.0
-        failed = any(not r.passed for r in recs)
-        names = ", ".join(trace.display(i) for i in latents)
-        checks = ", ".join(dict.fromkeys(r.kind for r in recs))
-        caption = f"{concept} [{names}] · peak {peak:.2f}" + ("" if peak > 0 else " (does not fire)")
-        caption += f" · {checks}{' ✘' if failed else ''}"
-        figures.append(_figure(png_data_uri(overlay(base, levels)), caption, css_class="concept",
-                               highlight=failed, alt=f"where {concept} fires"))
-    more = len(seen) - len(figures)
-    note = f'<p class="note">… {more} more concept(s) not shown</p>' if more > 0 else ""
-    return ('<h3>asserted concepts: where they fire</h3><p class="note">summed activation of the concept\'s '
-            f'latents per patch, scaled to its peak</p><div class="figures">{"".join(figures)}</div>{note}')
-
-
-def case_html(index: int, nodeid: str, trace: Trace, records: Sequence[AssertionRecord], *, top_k: int,
-              max_overlays: int) -> str:
-    """One case's section (anchor ``case-{index}``)."""
-    from vsp_assert.engine.analysis import heatmap
-
-    failing = [r for r in records if not r.passed]
-    status = "failed" if failing else "passed"
-    badge = '<span class="badge fail">FAILED</span>' if failing else '<span class="badge pass">PASSED</span>'
-    latents = list(dict.fromkeys(i for r in records for i in r.latents))
-    tokens = sorted({t for r in (failing or records) for t in r.tokens if r.kind != "answer"})
-    hm = heatmap(trace, top_k=top_k, extra=latents, highlight_tokens=tokens)
-    captured = ", ".join(f"{trace.display(i)} {s:.2f}" for i, s in trace.top_captured(6)) or "-"
-    image = ""
-    if trace.image is not None:
-        shown = fit_image(trace.image, IMAGE_BOX)
-        w, h = trace.image.size
-        image = _figure(png_data_uri(shown), f"image {w}×{h} px · patch grid {trace.grid[0]}×{trace.grid[1]}",
-                        css_class="image", alt="case image")
-    qa = (f'<dl class="qa"><dt>prompt</dt><dd>{_e(trace.prompt)}</dd>'
-          f'<dt>answer</dt><dd><b>{_e(repr(trace.answer))}</b> (p={trace.answer_prob:.4g})</dd>'
-          f'<dt>tokens</dt><dd class="mono">{_e(" | ".join(_token_text(t) for t in trace.output_tokens) or "-")}'
-          f'</dd><dt>captured</dt><dd class="mono">{_e(captured)}</dd>'
-          f'<dt>checks</dt><dd>{len(failing)} of {len(records)} failed</dd></dl>')
-    return (
-        f'<section class="case {status}" id="case-{index}" data-status="{status}">'
-        f"<h2>{badge}{_e(nodeid)}</h2>"
-        f'<div class="row">{image}{qa}</div>'
-        f"<h3>checks</h3>{records_html(records)}"
-        f"{interventions_html(trace, records)}"
-        f"<h3>token × latent heatmap</h3>{heatmap_html(hm, trace)}"
-        f"{attention_html(trace, set(tokens), max_overlays)}"
-        f"{concepts_html(trace, records)}"
-        "</section>"
-    )
 
 
 def summary_html(ordered: Sequence[Result]) -> str:

@@ -4,6 +4,9 @@ Nothing here downloads: a LLaVA is built from ``LlavaConfig`` with random weight
 ``CLIPImageProcessorPil`` with explicit sizes and a word-level tokenizer made with the ``tokenizers`` library
 (carrying ``<image>`` and a chat template), so inputs go through the same processor code path a real checkpoint
 uses. ``tiny_llava(...).save(folder)`` writes a folder that ``load_model(folder)`` reads back.
+
+The other families' tiny models are in :mod:`vsp_assert.testing.families`; the adapter contract every family
+keeps (and a third-party adapter can check) is :mod:`vsp_assert.testing.contract`.
 """
 
 from __future__ import annotations

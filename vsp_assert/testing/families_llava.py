@@ -1,0 +1,106 @@
+"""Tiny LLaVA-NeXT and LLaVA-OneVision (the anyres families: a base view plus tiles of the encoder's size,
+stitched and unpadded with image-newline tokens; OneVision adds anyres-max bilinear downsampling).
+
+Part of :mod:`vsp_assert.testing.families` (which lists and builds every family); the shared sizes and template
+are in :mod:`vsp_assert.testing._tiny`. LLaVA-OneVision's processor requires a torchvision-only video processor:
+``_ImageOnlyOnevisionProcessor`` is the real class with the video slot left empty (the image path unchanged).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from vsp_assert.engine.models import LoadedModel
+from vsp_assert.testing import word_tokenizer
+from vsp_assert.testing._tiny import _HEADS, _WIDTH, _chat_template, _finish, _text_kwargs
+
+
+def tiny_llava_next(*, seed: int = 0, image_size: int = 16, patch_size: int = 4,
+                    pinpoints: tuple[tuple[int, int], ...] | None = None, text_layers: int = 2,
+                    max_positions: int = 4096, text_hidden: int | None = None) -> LoadedModel:
+    """LLaVA-NeXT: CLIP tower on ``image_size`` views; anyres tiles from ``pinpoints`` (default 1×2, 2×1, 2×2)."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration
+    from transformers.models.llava_next import LlavaNextProcessor
+    from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+
+    s = image_size
+    grid = [list(p) for p in (pinpoints or ((s, 2 * s), (2 * s, s), (2 * s, 2 * s)))]
+    tok = word_tokenizer()
+    vision = CLIPVisionConfig(hidden_size=_WIDTH, intermediate_size=2 * _WIDTH, num_hidden_layers=2,
+                              num_attention_heads=_HEADS, image_size=s, patch_size=patch_size)
+    width = {"hidden_size": text_hidden, "intermediate_size": 4 * text_hidden} if text_hidden else {}
+    text = LlamaConfig(**_text_kwargs(tok, num_hidden_layers=text_layers, max_position_embeddings=max_positions,
+                                      **width))
+    config = LlavaNextConfig(vision_config=vision, text_config=text, image_grid_pinpoints=grid,
+                             image_token_index=tok.image_token_id, vision_feature_layer=-1,
+                             vision_feature_select_strategy="default")
+    torch.manual_seed(seed)
+    model = LlavaNextForConditionalGeneration(config)
+    image_processor = LlavaNextImageProcessorPil(
+        size={"shortest_edge": s}, crop_size={"height": s, "width": s}, image_grid_pinpoints=grid,
+        do_center_crop=True, do_pad=True,
+    )
+    processor = LlavaNextProcessor(image_processor=image_processor, tokenizer=tok, patch_size=patch_size,
+                                   vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                                   chat_template=_chat_template("<image>\n"))
+    return _finish(model, processor, tok, "tiny-llava-next")
+
+
+
+def _image_only_onevision_processor(base: type) -> type:
+    """``LlavaOnevisionProcessor`` without its torchvision-only video processor (image path unchanged)."""
+    from transformers.processing_utils import ProcessorMixin
+
+    class _ImageOnlyOnevisionProcessor(base):  # type: ignore[misc, valid-type]
+        def __init__(self, image_processor: Any = None, tokenizer: Any = None, *, num_image_tokens: int,
+                     vision_feature_select_strategy: str, vision_aspect_ratio: str,
+                     chat_template: str | None = None) -> None:
+            self.num_image_tokens = num_image_tokens
+            self.vision_feature_select_strategy = vision_feature_select_strategy
+            self.vision_aspect_ratio = vision_aspect_ratio
+            self.image_token, self.image_token_id = tokenizer.image_token, tokenizer.image_token_id
+            self.video_token, self.video_token_id = tokenizer.video_token, tokenizer.video_token_id
+            self.video_processor = None
+            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+    _ImageOnlyOnevisionProcessor.__name__ = base.__name__
+    return _ImageOnlyOnevisionProcessor
+
+
+def tiny_llava_onevision(*, seed: int = 0, image_size: int = 16, patch_size: int = 4, max_views: int = 2,
+                         pinpoints: tuple[tuple[int, int], ...] | None = None) -> LoadedModel:
+    """LLaVA-OneVision: SigLIP tower on ``image_size`` views, anyres tiles (1×2, 2×1, 2×2) under
+    ``anyres_max_<max_views>``: a 2×2 tile grid is bilinearly downsampled, a 2×1 or 1×2 one is not."""
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        Qwen2Config,
+        SiglipVisionConfig,
+    )
+    from transformers.models.llava_onevision import LlavaOnevisionProcessor
+    from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
+        LlavaOnevisionImageProcessorPil,
+    )
+
+    s = image_size
+    grid = [list(p) for p in (pinpoints or ((s, 2 * s), (2 * s, s), (2 * s, 2 * s)))]
+    aspect = f"anyres_max_{max_views}"
+    tok = word_tokenizer(extra_specials={"video_token": "<video>"})
+    image_processor = LlavaOnevisionImageProcessorPil(size={"height": s, "width": s}, image_grid_pinpoints=grid,
+                                                      do_pad=True)
+    processor = _image_only_onevision_processor(LlavaOnevisionProcessor)(
+        image_processor=image_processor, tokenizer=tok, num_image_tokens=(s // patch_size) ** 2,
+        vision_feature_select_strategy="full", vision_aspect_ratio=aspect, chat_template=_chat_template("<image>\n"),
+    )
+    vision = SiglipVisionConfig(hidden_size=_WIDTH, intermediate_size=2 * _WIDTH, num_hidden_layers=2,
+                                num_attention_heads=_HEADS, image_size=s, patch_size=patch_size)
+    text = Qwen2Config(**_text_kwargs(tok, max_position_embeddings=4096))
+    config = LlavaOnevisionConfig(vision_config=vision, text_config=text, image_grid_pinpoints=grid,
+                                  image_token_index=tok.image_token_id, video_token_index=tok.video_token_id,
+                                  vision_feature_layer=-1, vision_feature_select_strategy="full",
+                                  vision_aspect_ratio=aspect)
+    torch.manual_seed(seed)
+    model = LlavaOnevisionForConditionalGeneration(config)
+    return _finish(model, processor, tok, "tiny-llava-onevision")
