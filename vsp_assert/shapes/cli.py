@@ -1,9 +1,11 @@
-"""The ``vsp-assert shapes`` commands: ``train`` (both recipes), ``report`` (figures on held-out scenes) and
-``perturb`` (a noisy copy of the model, standing in for a model update in drift and compare demos).
+"""The ``vsp-assert shapes`` commands: ``train`` (both recipes), ``report`` (figures on held-out scenes), ``perturb`` (a
+noisy copy of the model, standing in for a model update in drift and compare demos) and ``export`` (scenes + per-concept
+masks + a manifest: an image source with known truth).
 
-This module only wires argparse to :mod:`~vsp_assert.shapes.train`, :mod:`~vsp_assert.shapes.train_sae` and
-:mod:`~vsp_assert.shapes.report`; the main CLI calls :func:`add_commands`. Heavy imports happen inside the
-command functions so that ``vsp-assert --help`` stays fast. ``python -m vsp_assert.shapes.cli`` runs it alone.
+This module only wires argparse to :mod:`~vsp_assert.shapes.train`, :mod:`~vsp_assert.shapes.train_sae`,
+:mod:`~vsp_assert.shapes.report` and :mod:`~vsp_assert.shapes.export`; the main CLI calls :func:`add_commands`. Heavy
+imports happen inside the command functions so that ``vsp-assert --help`` stays fast. ``python -m
+vsp_assert.shapes.cli`` runs it alone.
 """
 
 from __future__ import annotations
@@ -72,8 +74,16 @@ def _perturb(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from vsp_assert.shapes.export import export
+
+    manifest = export(args.out, args.n, seed=args.seed)
+    print(f"wrote {args.n} scenes with per-concept masks; manifest {manifest}")
+    return 0
+
+
 def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add ``shapes train`` and ``shapes report`` to the main CLI's subparsers."""
+    """Add ``shapes train``, ``report``, ``export`` and ``perturb`` to the main CLI's subparsers."""
     shapes = subparsers.add_parser("shapes", help="the embedded shapes-world model: train it or report on it")
     sub = shapes.add_subparsers(dest="shapes_command", required=True)
 
@@ -93,6 +103,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     rp.add_argument("--model", default=None, help="model folder (default: the shipped one)")
     rp.add_argument("--sae", default=None, help="SAE folder (default: the shipped one)")
     rp.set_defaults(func=_report)
+
+    ex = sub.add_parser("export", help="write rendered scenes, per-concept masks and a JSONL manifest (known truth)")
+    ex.add_argument("--n", type=int, required=True, help="number of scenes")
+    ex.add_argument("--out", required=True, help="folder to write images/, masks/ and manifest.jsonl to")
+    ex.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")
+    ex.set_defaults(func=_export)
 
     pt = sub.add_parser("perturb", help="save a copy of a shapes model with noise on one LM layer (a mock update)")
     pt.add_argument("--out", required=True, help="folder to write the perturbed model to")

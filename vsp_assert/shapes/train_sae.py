@@ -6,15 +6,17 @@ ablation there reaches the LM. They are collected on scenes drawn *uniformly* fr
 colour and background in every combination, unlike the model's training distribution), so that latent
 labels are not confounded by the planted co-occurrences. The SAE is a TopK SAE in SAELens' formulation
 (``b_dec`` subtracted from the input), trained with Adam on the normalised MSE, unit-norm decoder rows after
-every step and an AuxK loss that lets latents dead for a while learn the residual. Latents are then labelled
-on a separate set of scenes by :mod:`vsp_assert.shapes.labelling` and the folder is written with
-:func:`vsp_assert.engine.sae.save_sae` (SAELens format + sidecar + ``concepts.json``). Dead latents are reported.
+every step and an AuxK loss that lets latents dead for a while learn the residual — the training step is
+:class:`vsp_assert.concepts.train.TopKStep`, the one ``vsp-assert sae train`` runs, here on activations held in
+memory and sampled with replacement (this recipe's data and sampling, unchanged: same bytes as before the move).
+Latents are then labelled on a separate set of scenes by :mod:`vsp_assert.shapes.labelling` and the folder is
+written with :func:`vsp_assert.engine.sae.save_sae` (SAELens format + sidecar + ``concepts.json``). Dead latents
+are reported.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 from transformers import LlavaForConditionalGeneration
 
+from vsp_assert.concepts.train import StepRecipe, TopKSAE, TopKStep, explained_variance
 from vsp_assert.engine.sae import save_sae
 from vsp_assert.shapes.inference import layer_activations
 from vsp_assert.shapes.labelling import build_labels, concept_precision
@@ -61,40 +64,10 @@ def uniform_scenes(stream: int, seed: int, n: int) -> list[Scene]:
     return [random_scene(rng, heldout=True) for _ in range(n)]
 
 
-class TopKSAE(torch.nn.Module):
-    """Trainable TopK SAE with SAELens parameter names and shapes."""
-
-    def __init__(self, d_in: int, d_sae: int, k: int, b_dec: torch.Tensor) -> None:
-        super().__init__()
-        w = torch.randn(d_sae, d_in)
-        w = w / w.norm(dim=1, keepdim=True)
-        self.W_dec = torch.nn.Parameter(w)  # (d_sae, d_in), unit rows
-        self.W_enc = torch.nn.Parameter(w.T.clone())  # (d_in, d_sae)
-        self.b_enc = torch.nn.Parameter(torch.zeros(d_sae))  # (d_sae,)
-        self.b_dec = torch.nn.Parameter(b_dec.clone())  # (d_in,)
-        self.k = k
-
-    def pre(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.b_dec) @ self.W_enc + self.b_enc  # (N, d_sae)
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        pre = self.pre(x)
-        top = pre.topk(self.k, dim=-1)
-        return torch.zeros_like(pre).scatter(-1, top.indices, torch.relu(top.values))  # (N, d_sae)
-
-    def decode(self, f: torch.Tensor) -> torch.Tensor:
-        return f @ self.W_dec + self.b_dec  # (N, d_in)
-
-    @torch.no_grad()
-    def normalise_decoder(self) -> None:
-        self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8))
-
-
-def explained_variance(x: torch.Tensor, x_hat: torch.Tensor) -> float:
-    """``1 − Σ‖x − x̂‖² / Σ‖x − mean(x)‖²`` over rows ``(N, d)``."""
-    resid = (x - x_hat).pow(2).sum()
-    total = (x - x.mean(0)).pow(2).sum()
-    return float(1 - resid / total)
+def recipe(cfg: SAETrainConfig) -> StepRecipe:
+    """The step hyper-parameters of ``cfg``, for :class:`~vsp_assert.concepts.train.TopKStep`."""
+    return StepRecipe(steps=cfg.steps, lr=cfg.lr, warmup_steps=cfg.warmup_steps, k=cfg.k, aux_k=cfg.aux_k,
+                      aux_coef=cfg.aux_coef, dead_after=cfg.dead_after)
 
 
 def train_topk_sae(
@@ -106,41 +79,11 @@ def train_topk_sae(
     n, d_in = x.shape
     var = (x - x.mean(0)).pow(2).sum(-1).mean()  # scalar: mean squared distance to the mean
     sae = TopKSAE(d_in, cfg.d_sae, cfg.k, x.median(0).values)
-    opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
-    since_fired = torch.zeros(cfg.d_sae)  # patches seen since each latent last fired
+    step_fn = TopKStep(sae, recipe(cfg), var)
     t0 = time.perf_counter()
     for step in range(cfg.steps):
-        if step < cfg.warmup_steps:
-            lr = cfg.lr * (step + 1) / cfg.warmup_steps
-        else:
-            t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-            lr = cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
-        for g in opt.param_groups:
-            g["lr"] = lr
         xb = x[torch.randint(0, n, (cfg.batch_size,), generator=gen)]  # (B, d_in)
-        pre = sae.pre(xb)  # (B, d_sae)
-        top = pre.topk(cfg.k, dim=-1)
-        f = torch.zeros_like(pre).scatter(-1, top.indices, torch.relu(top.values))
-        x_hat = sae.decode(f)
-        mse = (x_hat - xb).pow(2).sum(-1).mean() / var
-        fired = (f > 0).any(0)
-        since_fired += cfg.batch_size
-        since_fired[fired] = 0
-        dead = since_fired > cfg.dead_after
-        loss = mse
-        if dead.any():
-            resid = (xb - x_hat).detach()  # (B, d_in)
-            pre_dead = pre.masked_fill(~dead, float("-inf"))
-            kk = min(cfg.aux_k, int(dead.sum()))
-            top_a = pre_dead.topk(kk, dim=-1)
-            f_aux = torch.zeros_like(pre).scatter(-1, top_a.indices, torch.relu(top_a.values))
-            r_hat = f_aux @ sae.W_dec  # (B, d_in)
-            aux = (r_hat - resid).pow(2).sum(-1).mean() / (resid - resid.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-8)
-            loss = loss + cfg.aux_coef * aux
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sae.normalise_decoder()
+        mse, dead = step_fn(step, xb)
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             log(
                 f"sae step {step + 1}/{cfg.steps} nmse {mse.item():.4f} dead {int(dead.sum())} "
