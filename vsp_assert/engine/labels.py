@@ -3,12 +3,23 @@
 A label file maps a concept name to one or more latent ids (correlated latents often share a concept) and keeps
 per-latent statistics from the labelling run. Everywhere a user names a concept, a raw latent id also works
 (``"#123"`` in YAML or strings, ``123`` in Python), so an unlabelled latent can still be asserted on. An unknown
-name fails with the closest known names. The file (``concepts.json`` beside the SAE)::
+name fails with the closest known names. The file (``concepts.json`` beside the SAE; written by
+``vsp-assert concepts build``, docs/concepts.md defines every field)::
 
-    {"concepts": {"red": [12, 40], "stripes": [3]},
-     "latents": {"12": {"label": "red", "precision": 0.97, "firing_rate": 0.08,
-                        "mean_activation": 1.3, "label_entropy": 0.2}},
-     "dead": [5, 77]}
+    {"version": 2,
+     "concepts": {"red": [12, 40], "stripes": [3]},
+     "latents": {"12": {"label": "red", "precision": 0.97, "recall": 0.4, "firing_rate": 0.08,
+                        "mean_activation": 1.3, "label_entropy": 0.2},
+                 "7": {"firing_rate": 0.41, "mean_activation": 0.2, "label_entropy": 0.9, "dense": true}},
+     "dead": [5, 77],
+     "dense": [7],
+     "concept_stats": {"red": {"level": "patch", "precision": {"12": 0.97, "40": 0.91},
+                               "recall": {"12": 0.4, "40": 0.2}, "threshold": 0.031, "balanced_accuracy": 0.98}},
+     "atlas": "atlas/index.json",
+     "build": {"min_precision": 0.8, "n_images": 2000, ...}}
+
+Only ``concepts`` is required; files written before version 2 (``concepts``, ``latents``, ``dead``) load
+unchanged. A label's ``atlas`` index (relative to the label file) lists each latent's reference images.
 """
 
 from __future__ import annotations
@@ -23,6 +34,9 @@ from typing import Any
 from vsp_assert.errors import InputError, SAEError, did_you_mean
 
 _ID = re.compile(r"^#(\d+)$")
+#: The label file's format version (1: concepts, latents, dead only).
+VERSION = 2
+_KEYS = ("version", "concepts", "latents", "dead", "dense", "concept_stats", "atlas", "build", "d_sae")
 ConceptRef = str | int
 
 
@@ -35,6 +49,13 @@ class ConceptLabels:
     latents: dict[int, dict[str, Any]] = field(default_factory=dict)
     dead: list[int] = field(default_factory=list)
     source: str | None = None
+    dense: list[int] = field(default_factory=list)
+    #: per concept: level, per-latent precision/recall, calibrated ``threshold`` (see docs/concepts.md)
+    concept_info: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: how the labels were built (thresholds used, image counts); free-form
+    build: dict[str, Any] = field(default_factory=dict)
+    #: the atlas index, relative to the label file's folder
+    atlas: str | None = None
 
     def __post_init__(self) -> None:
         for name, ids in self.concepts.items():
@@ -48,6 +69,13 @@ class ConceptLabels:
                         allowed=f"integers in [0, {self.d_sae - 1}]",
                         fix="regenerate the label file for this SAE",
                     )
+        for key, ids in (("dead", self.dead), ("dense", self.dense)):
+            for i in ids:
+                if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < self.d_sae:
+                    raise SAEError(f"{key} latent ids must be in range", file=self.source, field=key, received=i,
+                                   allowed=f"integers in [0, {self.d_sae - 1}]")
+        self._atlas_index: dict[str, Any] | None = None
+        self._noise = frozenset(self.dead) | frozenset(self.dense)
         self._by_latent: dict[int, str] = {}
         for name, ids in self.concepts.items():
             for i in ids:
@@ -62,11 +90,15 @@ class ConceptLabels:
     def from_dict(cls, raw: Mapping[str, Any], *, d_sae: int, source: str | None = None) -> ConceptLabels:
         if not isinstance(raw, Mapping):
             raise SAEError("a label file must be a JSON object", file=source, received=type(raw).__name__)
-        unknown = sorted(str(k) for k in set(raw) - {"concepts", "latents", "dead", "d_sae"})
+        unknown = sorted(str(k) for k in set(raw) - set(_KEYS))
         if unknown:
             raise SAEError("unknown key in the label file", file=source, field=unknown[0], received=unknown[0],
-                           allowed="concepts, latents, dead, d_sae",
-                           fix=did_you_mean(unknown[0], ("concepts", "latents", "dead", "d_sae")))
+                           allowed=", ".join(_KEYS), fix=did_you_mean(unknown[0], _KEYS))
+        version = raw.get("version", 1)
+        if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= VERSION:
+            raise SAEError("unsupported label file version", file=source, field="version", received=version,
+                           allowed=f"1..{VERSION}",
+                           fix="upgrade vsp-assert, or rebuild with 'vsp-assert concepts build'")
         concepts_raw = raw.get("concepts", {})
         if not isinstance(concepts_raw, Mapping):
             raise SAEError("must map concept names to lists of latent ids", file=source, field="concepts",
@@ -111,7 +143,19 @@ class ConceptLabels:
             if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < d_sae:
                 raise SAEError("dead latent ids must be in range", file=source, field="dead", received=i,
                                allowed=f"integers in [0, {d_sae - 1}]")
-        return cls(d_sae=d_sae, concepts=concepts, latents=latents, dead=sorted(set(dead)), source=source)
+        dense = raw.get("dense", [])
+        if not isinstance(dense, list):
+            raise SAEError("must be a list of latent ids", file=source, field="dense", received=dense,
+                           allowed=f"integers in [0, {d_sae - 1}]")
+        info = _concept_info(raw.get("concept_stats", {}), concepts, source)
+        build = raw.get("build", {})
+        if not isinstance(build, Mapping):
+            raise SAEError("must be an object", file=source, field="build", received=type(build).__name__)
+        atlas = raw.get("atlas")
+        if atlas is not None and (not isinstance(atlas, str) or not atlas):
+            raise SAEError("must be a path relative to the label file", file=source, field="atlas", received=atlas)
+        return cls(d_sae=d_sae, concepts=concepts, latents=latents, dead=sorted(set(dead)), source=source,
+                   dense=sorted(set(dense)), concept_info=info, build=dict(build), atlas=atlas)
 
     @classmethod
     def load(cls, path: str | Path, *, d_sae: int) -> ConceptLabels:
@@ -127,11 +171,19 @@ class ConceptLabels:
         return cls.from_dict(raw, d_sae=d_sae, source=str(p))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "concepts": {name: list(ids) for name, ids in sorted(self.concepts.items())},
             "latents": {str(i): self.latents[i] for i in sorted(self.latents)},
             "dead": list(self.dead),
         }
+        if self.dense or self.concept_info or self.build or self.atlas:
+            out = {"version": VERSION, **out, "dense": list(self.dense)}
+            out["concept_stats"] = {name: self.concept_info[name] for name in sorted(self.concept_info)}
+            if self.atlas:
+                out["atlas"] = self.atlas
+            if self.build:
+                out["build"] = self.build
+        return out
 
     def save(self, path: str | Path) -> Path:
         from vsp_assert.files import atomic_write_text
@@ -190,3 +242,86 @@ class ConceptLabels:
     def display(self, latent: int) -> str:
         name = self.name_of(latent)
         return f"{name}#{latent}" if name else f"#{latent}"
+
+    # ------------------------------------------------------------------ statistics
+    def stats(self, latent: int) -> dict[str, Any]:
+        """The labelling run's statistics of a latent (``{}`` when none were recorded); ``dead``/``dense`` set."""
+        self._check_id(latent, latent)
+        out = dict(self.latents.get(latent, {}))
+        out["dead"] = latent in self.dead
+        out["dense"] = bool(out.get("dense")) or latent in self.dense
+        return out
+
+    def is_noise(self, latent: int) -> bool:
+        """Dead (never fired) or dense (fires on too many patches): filtered out of rankings by default."""
+        return latent in self._noise
+
+    @property
+    def noise(self) -> frozenset[int]:
+        """Every dead or dense latent."""
+        return self._noise
+
+    def threshold(self, concept: str) -> float | None:
+        """The calibrated ``captured`` threshold of a concept (image score ``> threshold`` means present)."""
+        self.resolve(concept)
+        value = self.concept_info.get(concept, {}).get("threshold")
+        return float(value) if value is not None else None
+
+    def concept_stats(self, concept: str) -> dict[str, Any]:
+        """Level, per-latent precision/recall and threshold of a named concept (``{}`` for older files)."""
+        self.resolve(concept)
+        return dict(self.concept_info.get(concept, {}))
+
+    def atlas_path(self) -> Path | None:
+        """The atlas index file, resolved beside the label file (None without one)."""
+        if not self.atlas or not self.source:
+            return None
+        return Path(self.source).parent / self.atlas
+
+    def atlas_index(self) -> dict[str, Any] | None:
+        """The atlas index (read once), or None when there is none."""
+        if self._atlas_index is None:
+            path = self.atlas_path()
+            if path is None or not path.exists():
+                return None
+            try:
+                raw = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise SAEError(f"cannot read the atlas index ({exc})", file=str(path)) from None
+            if not isinstance(raw, dict) or not isinstance(raw.get("latents"), dict) \
+                    or not isinstance(raw.get("images"), list):
+                raise SAEError("the atlas index must hold 'images' (a list) and 'latents' (an object)",
+                               file=str(path), fix="rebuild it with 'vsp-assert concepts build'")
+            self._atlas_index = raw
+        return self._atlas_index
+
+    def references(self, latent: int) -> list[tuple[str, float]]:
+        """The latent's top-activating reference images ``(image path, image score)``, best first."""
+        self._check_id(latent, latent)
+        index = self.atlas_index()
+        if index is None:
+            return []
+        entry = index["latents"].get(str(latent))
+        if not entry:
+            return []
+        images = index["images"]
+        return [(str(images[i]), float(score)) for i, score in entry.get("refs", [])]
+
+
+def _concept_info(raw: Any, concepts: Mapping[str, list[int]], source: str | None) -> dict[str, dict[str, Any]]:
+    if not isinstance(raw, Mapping):
+        raise SAEError("must map concept names to their statistics", file=source, field="concept_stats",
+                       received=type(raw).__name__)
+    out: dict[str, dict[str, Any]] = {}
+    for name, entry in raw.items():
+        where = f"concept_stats.{name}"
+        if name not in concepts:
+            raise SAEError("statistics for a concept that the file does not name", file=source, field=where,
+                           received=name, allowed=", ".join(sorted(concepts)) or "(no concepts)")
+        if not isinstance(entry, Mapping):
+            raise SAEError("must be an object", file=source, field=where, received=entry)
+        t = entry.get("threshold")
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float))):
+            raise SAEError("a threshold is a number", file=source, field=f"{where}.threshold", received=t)
+        out[name] = dict(entry)
+    return out
