@@ -59,7 +59,7 @@ def select_latents(trace: Trace, top_k: int = 5, extra: Sequence[int] = (), max_
     image (strongest first), then the strongest of ``extra`` (asserted latents) that are not among them, which
     keep up to a third of the columns so the evidence for an assertion is always on screen."""
     found = [i for row in [*(trace.scores[t] for t in range(trace.n_tokens)), trace.image_scores]
-             for i, _ in top_k_of(row, top_k)]
+             for i, _ in top_k_of(row, top_k, trace.hidden)]
     top = list(dict.fromkeys(found))
     strength = trace.scores.max(0).values if trace.n_tokens else trace.image_scores  # [d_sae]
     asserted = sorted((i for i in dict.fromkeys(int(i) for i in extra) if i not in top),

@@ -81,6 +81,8 @@ class Scratchpad:
         self.image_cache = ImageCache()
         #: intervention forwards compute the LM's last layer only where logits are read (switch off to compare)
         self.trim_last_layer = True
+        #: leave the SAE's dead and dense latents out of rankings and heatmaps (see ConceptLabels.noise)
+        self.filter_noise = True
         self._last_layer = self.adapter.lm_last_layer()
 
     @property
@@ -223,6 +225,7 @@ class Scratchpad:
             image=image,
             labels=self.sae.labels,
             sae_fit=fit,
+            hidden=self.sae.labels.noise if self.filter_noise else frozenset(),
             replay=Replay(
                 inputs=own_inputs,
                 sequence=torch.cat([own_inputs["input_ids"][0].cpu(), ids, torch.tensor(

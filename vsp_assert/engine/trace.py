@@ -7,6 +7,7 @@ number of encoder patches the SAE reads, ``d_sae`` the SAE width.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -16,9 +17,14 @@ if TYPE_CHECKING:
     from vsp_assert.engine.labels import ConceptLabels
 
 
-def top_k(row: torch.Tensor, k: int) -> list[tuple[int, float]]:
+def top_k(row: torch.Tensor, k: int, hidden: Iterable[int] = ()) -> list[tuple[int, float]]:
     """The ``k`` largest entries of a ``[d_sae]`` score row as ``(latent, score)``, strongest first; latents
-    that score 0 (inactive) are left out. The one ranking rule behind every top-k in vsp-assert."""
+    that score 0 (inactive) and the ``hidden`` ones (noise: dead or dense latents) are left out. The one ranking
+    rule behind every top-k in vsp-assert."""
+    drop = sorted(hidden)
+    if drop:
+        row = row.clone()
+        row[torch.tensor(drop, dtype=torch.long)] = 0.0
     values, ids = torch.topk(row, k=min(k, row.numel()))
     return [(int(i), float(v)) for i, v in zip(ids, values) if float(v) > 0.0]
 
@@ -81,6 +87,9 @@ class Trace:
     labels: ConceptLabels | None = None
     #: the SAE's explained variance on this image's patches at the hooked layer (see vsp_assert.engine.fit)
     sae_fit: float | None = None
+    #: latents left out of rankings and heatmaps: the SAE's dead and dense ones (VisualScratchpad's noise
+    #: filter; ``Scratchpad.filter_noise = False`` keeps them). A check that names one still sees it.
+    hidden: frozenset[int] = frozenset()
     #: how the engine re-enters the model for this case (None for a trace built by hand)
     replay: Replay | None = field(default=None, repr=False, compare=False)
 
@@ -122,10 +131,11 @@ class Trace:
         assert self.labels is not None
         return self.labels.resolve_many(concepts)
 
-    def top_concepts(self, token: str | int, k: int = 5) -> list[tuple[int, float]]:
-        """The ``k`` latents with the highest attention-weighted score for an output token: ``(id, score)``."""
-        return top_k(self.scores[self.token_index(token)], k)
+    def top_concepts(self, token: str | int, k: int = 5, *, keep: Iterable[int] = ()) -> list[tuple[int, float]]:
+        """The ``k`` latents with the highest attention-weighted score for an output token: ``(id, score)``.
+        Hidden (noise) latents are left out, except those in ``keep`` (latents a check names explicitly)."""
+        return top_k(self.scores[self.token_index(token)], k, self.hidden.difference(keep))
 
-    def top_captured(self, k: int = 10) -> list[tuple[int, float]]:
-        """The ``k`` latents with the highest image-level score: ``(id, score)``."""
-        return top_k(self.image_scores, k)
+    def top_captured(self, k: int = 10, *, keep: Iterable[int] = ()) -> list[tuple[int, float]]:
+        """The ``k`` latents with the highest image-level score: ``(id, score)`` (noise left out but ``keep``)."""
+        return top_k(self.image_scores, k, self.hidden.difference(keep))

@@ -73,6 +73,10 @@ code, .mono { font-family: ui-monospace, "DejaVu Sans Mono", Menlo, monospace; f
 .badge { display: inline-block; padding: 1px 7px; border-radius: 4px; font-size: 12px; font-weight: 600;
          color: #fff; margin-right: 6px; }
 .badge.fail { background: #c62828; } .badge.pass { background: #2e7d32; }
+details.latent { display: inline-block; vertical-align: top; margin: 2px 6px 6px 0; border: 1px solid #ddd;
+                 border-radius: 4px; padding: 2px 6px; max-width: 100%; }
+details.latent summary { cursor: pointer; font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 12px; }
+.refs figure.ref { display: inline-block; margin: 2px; } .refs img { image-rendering: pixelated; }
 section.case { border: 1px solid #d0d0d0; border-radius: 6px; padding: 14px 16px; margin: 18px 0; }
 section.case.failed { border-left: 6px solid #c62828; } section.case.passed { border-left: 6px solid #2e7d32; }
 table { border-collapse: collapse; }

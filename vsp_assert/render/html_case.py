@@ -34,6 +34,7 @@ IMAGE_BOX = 192  # px: longest side of the case image
 OVERLAY_BOX = 128  # px: longest side of each overlay
 MAX_OVERLAYS = 8  # attention overlays per case (first output tokens)
 MAX_CONCEPT_MAPS = 8  # spatial concept maps per case
+THUMB_BOX = 64  # px: side of a latent's reference thumbnail (nearest-neighbour upscaled from the atlas)
 OVERLAY_ALPHA = (0.2, 0.45)  # colour weight = a + b · level, so the image stays visible where nothing fires
 PNG_COMPRESS_LEVEL = 3
 
@@ -121,7 +122,7 @@ def heatmap_html(hm: Heatmap, trace: Trace) -> str:
         classes = ["lat"] + (["hl"] if latent in hm.highlight_latents else []) + (["cb"] if starts[j] else [])
         mark = "★ " if latent in hm.highlight_latents else ""
         name = hm.names[j] if not hm.names[j].startswith("#") else ""
-        head2.append(f'<th class="{" ".join(classes)}" data-latent="{latent}" title="{_e(trace.display(latent))}'
+        head2.append(f'<th class="{" ".join(classes)}" data-latent="{latent}" title="{_e(_latent_title(trace, latent))}'
                      f'">{_e(mark + name)}<br><span class="lid">#{latent}</span></th>')
     body = []
     for t, token in enumerate(hm.tokens):
@@ -143,6 +144,45 @@ def heatmap_html(hm: Heatmap, trace: Trace) -> str:
     return (f'{legend}<table class="heatmap"><thead><tr><th></th>{head1}</tr>'
             f'<tr><th class="corner">token \\ latent</th>{"".join(head2)}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table>')
+
+
+def _latent_title(trace: Trace, latent: int) -> str:
+    """Hover text of a heatmap column: the latent's name and its statistics (when the label file has them)."""
+    if trace.labels is None or not trace.labels.stats(latent):
+        return trace.display(latent)
+    from vsp_assert.render.concepts import latent_header
+
+    return latent_header(trace.labels, latent)
+
+
+def latents_html(trace: Trace, latents: Sequence[int]) -> str:
+    """A card per heatmap latent (click to open): statistics, labels and the atlas's reference images, if any."""
+    labels = trace.labels
+    if labels is None or not latents:
+        return ""
+    from vsp_assert.render.concepts import latent_header
+
+    index, index_path = labels.atlas_index(), labels.atlas_path()
+    cards = []
+    for latent in latents:
+        thumbs: list[PILImage.Image] = []
+        if index is not None and index_path is not None:
+            from vsp_assert.concepts.atlas import thumbnails
+
+            thumbs = thumbnails(index_path, index, latent)
+        refs = labels.references(latent)
+        figures = "".join(
+            _figure(png_data_uri(thumb.resize((THUMB_BOX, THUMB_BOX), PILImage.Resampling.NEAREST)),
+                    f"score {score:.3g}", css_class="ref", alt=f"reference image {n + 1} of #{latent}")
+            for n, (thumb, (_, score)) in enumerate(zip(thumbs, refs)))
+        named = [c for c, ids in labels.concepts.items() if latent in ids]
+        header = latent_header(labels, latent) if labels.stats(latent) else trace.display(latent)
+        body = (f'<p class="mono">{_e(header)}</p><p>labels: {_e(", ".join(named) or "none (unlabelled)")}</p>'
+                + (f'<div class="refs">{figures}</div>' if figures else
+                   '<p class="note">no reference images (build them with vsp-assert concepts build)</p>'))
+        cards.append(f'<details class="latent" data-latent="{latent}"><summary>{_e(trace.display(latent))}'
+                     f'</summary>{body}</details>')
+    return f'<h3>latents of the heatmap</h3><div class="latents">{"".join(cards)}</div>'
 
 
 def records_html(records: Sequence[AssertionRecord]) -> str:
@@ -258,6 +298,7 @@ def case_html(index: int, nodeid: str, trace: Trace, records: Sequence[Assertion
         f"<h3>checks</h3>{records_html(records)}"
         f"{interventions_html(trace, records)}"
         f"<h3>token × latent heatmap</h3>{heatmap_html(hm, trace)}"
+        f"{latents_html(trace, hm.latents)}"
         f"{attention_html(trace, set(tokens), max_overlays)}"
         f"{concepts_html(trace, records)}"
         "</section>"

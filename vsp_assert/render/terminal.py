@@ -167,6 +167,20 @@ def render_top_concepts(trace: Trace, k: int = 5) -> str:
     return tabulate(rows, headers=["#", "token", f"top-{k} attended concepts (score)"], tablefmt="simple")
 
 
+def render_latent_legend(trace: Trace, latents: Sequence[int], *, style: Style) -> str:
+    """One line per heatmap latent: its name, statistics and best label from the label file (nothing when the
+    labels carry no statistics)."""
+    labels = trace.labels
+    if labels is None or not any(labels.stats(i) for i in latents):
+        return ""
+    from vsp_assert.render.concepts import latent_header
+
+    lines = [style.bold("latents") + style.dim("  (statistics from the labelling run; `vsp-assert concepts show "
+                                               "#ID` prints reference images)")]
+    lines += ["  " + latent_header(labels, i) for i in latents]
+    return "\n".join(lines)
+
+
 def render_trace(
     trace: Trace,
     *,
@@ -194,6 +208,9 @@ def render_trace(
         "",
         render_heatmap(hm, style=style, width=width),
     ]
+    legend = render_latent_legend(trace, hm.latents, style=style)
+    if legend:
+        parts += ["", legend]
     for concept, latents, token in spatial:
         parts += ["", render_spatial(trace, latents, token, style=style, concept=concept)]
     return "\n".join(parts)
