@@ -65,6 +65,21 @@ def case(name: str) -> Callable[[Path], object]:
     return lambda tmp: parse_case_file(CASES / name, root=CASES)
 
 
+def case_beside(name: str, files: dict[str, str | None]) -> Callable[[Path], object]:
+    """Copy ``corpus/cases/<name>`` to tmp with ``files`` beside it (a corpus file's path, or None: a folder)."""
+
+    def call(tmp: Path) -> object:
+        shutil.copy(CASES / name, tmp / name)
+        for target, source in files.items():
+            if source is None:
+                (tmp / target).mkdir()
+            else:
+                shutil.copy(CORPUS / source, tmp / target)
+        return parse_case_file(tmp / name, root=tmp)
+
+    return call
+
+
 def image(name: str) -> Callable[[Path], object]:
     return lambda tmp: load_image(CORPUS / "images" / name)
 
@@ -162,6 +177,12 @@ ENTRIES: list[Entry] = [
     E("case-unknown-mark", case("unknown_mark.yaml"), CaseError),
     E("case-answer-two-checks", case("answer_two_checks.yaml"), CaseError),
     E("case-steer-value-and-scale", case("steer_value_and_scale.yaml"), CaseError),
+    E("case-top-level-list", case("top_level_list.yaml"), CaseError),
+    # images of a case file are checked at collection, from their header, before any model loads
+    E("case-image-is-a-folder", case_beside("image_folder.yaml", {"photos.png": None}), CaseError),
+    E("case-image-not-an-image", case_beside("image_not_an_image.yaml", {"scan.png": "images/not_an_image.png"}),
+      CaseError),
+    E("case-image-too-small", case_beside("image_too_small.yaml", {"tiny.png": "images/tiny.png"}), CaseError),
     # ------------------------------------------------------------------ images
     E("image-not-an-image", image("not_an_image.png"), InputError),
     E("image-truncated", image("truncated.png"), InputError),
@@ -297,7 +318,7 @@ def test_bad_run_time_input_gives_one_project_error(models, name, call, error) -
 
 
 def test_attended_token_missing_from_the_answer_is_a_failing_record(models, tmp_path: Path) -> None:
-    """Not an exception: the case runs and records what the answer's tokens were."""
+    """Not an exception: the case runs and records what the answer's tokens were, and where the token is."""
     from vsp_assert.checks.assertions import run_case
 
     shutil.copy(CASES / "img.png", tmp_path / "img.png")
@@ -316,28 +337,139 @@ cases:
     assert not result.passed and record.kind == "attended" and not record.passed
     assert record.description == "token 'zebra' attends ['red']"
     assert record.expected == "an output token 'zebra'"
-    assert record.measured == f"answer tokens {result.trace.output_tokens!r}"
+    assert record.measured == (f"answer tokens {result.trace.output_tokens!r} at cases[0].expect.attended[0].token, "
+                               "line 7")
     assert "zebra" not in [t.strip() for t in result.trace.output_tokens]
 
 
-def test_a_project_error_inside_a_case_shows_no_traceback_unless_debug(vsp: pytest.Pytester) -> None:
-    pytester = vsp
-    pytester.makefile(".yaml", test_range=f"""
+UNKNOWN_NAMES = f"""
 cases:
-  - id: out-of-range
+  - id: typos
     image: img.png
     prompt: "{PROMPT}"
     expect:
-      captured: ["#640"]
+      captured:
+        - red
+        - rde
+        - {{concept: "#640", absent: true}}
+      attended:
+        - token: 0
+          concepts: [blue, bleu]
+      causal:
+        - {{ablate: [red, strips], changes: true}}
+        - {{ablate: [blue], min_drop: -1.0}}
+        - {{steer: {{concepts: red, scale: 2.0}}, patches: [99], min_drop: -1.0}}
+        - {{sufficient: true, token: 40}}
+"""
+
+
+def test_unknown_names_in_a_case_fail_their_own_checks_and_name_field_and_line(models, tmp_path: Path) -> None:
+    """A concept the SAE does not know, a latent, patch or token out of range: each is its own failing check
+    (what was received, the closest known names, the field and the line), and every other check still runs,
+    the good causal check included (one bad spec does not sink the intervention batch)."""
+    from vsp_assert.checks.assertions import run_case
+
+    shutil.copy(CASES / "img.png", tmp_path / "img.png")
+    (tmp_path / "cases.yaml").write_text(UNKNOWN_NAMES)
+    case_ = parse_case_file(tmp_path / "cases.yaml").cases[0]
+    result = run_case(_pad(models, "tiny"), case_)
+    by_concept = {(r.kind, r.concept): r for r in result.records}
+    assert list(by_concept) == [("captured", "red"), ("captured", "rde"), ("captured", "#640"),
+                                ("attended", "blue"), ("attended", "bleu"), ("causal", "red, strips"),
+                                ("causal", "blue"), ("causal", "red"), ("sufficient", None)]
+    bad = {key: r.measured for key, r in by_concept.items() if key[1] in ("rde", "#640", "bleu", "red, strips")}
+    assert bad == {
+        ("captured", "rde"): "unknown concept 'rde' (did you mean 'red'?) at cases[0].expect.captured[1], line 9",
+        ("captured", "#640"): "latent id 640 is out of range (allowed: ids 0..63 (d_sae=64)) at "
+                              "cases[0].expect.captured[2].concept, line 10",
+        ("attended", "bleu"): "unknown concept 'bleu' (did you mean 'blue'?) at "
+                              "cases[0].expect.attended[0].concepts[1], line 13",
+        ("causal", "red, strips"): "unknown concept 'strips' (allowed: blue, red; or a latent id '#0'..'#63') at "
+                                   "cases[0].expect.causal[0].ablate[1], line 15",
+    }
+    patches, suff = by_concept[("causal", "red")], by_concept[("sufficient", None)]
+    assert patches.measured == "patch index out of range (allowed: 0..15) at cases[0].expect.causal[2].patches, line 17"
+    assert suff.measured.startswith("output token index 40 is out of range")
+    assert suff.measured.endswith("at cases[0].expect.causal[3].token, line 18")
+    assert not any(by_concept[key].passed for key in [*bad, ("causal", "red"), ("sufficient", None)])
+    # the usable checks ran: captured red, attended blue, and the ablation of blue (its intervention batch ran)
+    assert "score" in by_concept[("captured", "red")].measured and by_concept[("captured", "red")].latents == [1, 2]
+    assert "top-5" in by_concept[("attended", "blue")].measured
+    ablate_blue = by_concept[("causal", "blue")]
+    assert ablate_blue.passed and ablate_blue.intervention is not None and ablate_blue.latents == [3]
+
+
+def test_python_built_specs_still_raise_at_the_caller(models) -> None:
+    """A spec built in Python has no place in a case file: its unknown concept is the caller's error."""
+    from vsp_assert.checks.assertions import check_captured
+    from vsp_assert.checks.schema import CapturedSpec
+
+    trace = _pad(models, "tiny").run(_img(), PROMPT)
+    with pytest.raises(InputError, match="unknown concept 'rde'"):
+        check_captured(trace, CapturedSpec("rde"))
+
+
+def test_a_line_is_only_added_to_its_own_file() -> None:
+    """``with_context`` fills the case's line into an error that names no file or the case file, never into an
+    error that already names another place (which printed as ``file:2:2``)."""
+    other = InputError("not a readable image", file="cases.yaml", line=7, field="image")
+    assert str(other.with_context(file="cases.yaml", line=2)).startswith("cases.yaml:7: field 'image'")
+    elsewhere = InputError("bad config", file="sae/cfg.json")
+    assert str(elsewhere.with_context(file="cases.yaml", line=2)).startswith("sae/cfg.json: bad config")
+    bare = InputError("prompt is too long")
+    assert str(bare.with_context(file="cases.yaml", line=2)).startswith("cases.yaml:2: prompt is too long")
+
+
+@pytest.mark.parametrize(("text", "is_case"), [
+    ("cases:\n  - id: a\n", True),
+    ("# a comment\nmodel: shapes\ncases: []\n", True),
+    ("- cases:\n    - id: a\n", True),  # a list at the top: collected, so that it fails with a clear error
+    ("- model: shapes\n  cases:\n    - id: a\n", True),
+    ("  cases:\n    - id: a\n", True),  # a whole file indented is still a top-level mapping
+    ('"cases": []\n', True),
+    ("case:\n  - id: a\n", True),  # the typo is collected and named ('did you mean cases')
+    ("Cases:\n  - id: a\n", True),
+    ("on: push\njobs:\n  test:\n    strategy:\n      matrix:\n        cases: [a, b]\n", False),  # a workflow
+    ("services:\n  web:\n    image: nginx\n", False),  # docker-compose
+    ("description: |\n  cases: in a text block\nsteps: []\n", False),
+    ("# cases:\nsteps: []\n", False),
+    ("casesx: 1\n", False),
+    ("- hosts: all\n  tasks:\n    - cases: 1\n", False),
+])
+def test_a_yaml_file_that_looks_like_a_case_file_is_collected(tmp_path: Path, text: str, is_case: bool) -> None:
+    """The rule of docs/cases.md: a ``cases:`` key at the top level (or in a top-level list item) makes a case
+    file, so a broken one is never skipped in silence; ``cases:`` nested deeper, or none, leaves the file alone."""
+    from vsp_assert.checks.load import is_case_file
+
+    path = tmp_path / "file.yaml"
+    path.write_text(text)
+    assert is_case_file(path) is is_case
+    assert not is_case_file(path.rename(tmp_path / "file.txt"))
+
+
+def test_a_project_error_inside_a_case_shows_no_traceback_unless_debug(vsp: pytest.Pytester) -> None:
+    """An image whose header reads but whose data is cut off passes collection and fails when the case runs:
+    one message naming the case file, the image's line (once) and field, the full traceback with --vsp-debug."""
+    pytester = vsp
+    shutil.copy(CORPUS / "images" / "truncated.png", pytester.path / "cut.png")
+    pytester.makefile(".yaml", test_cut=f"""
+cases:
+  - id: cut-off
+    prompt: "{PROMPT}"
+    image: cut.png
+    expect:
+      answer: red
 """)
     plain = pytester.runpytest()
     plain.assert_outcomes(failed=1)
     out = plain.stdout.str()
-    assert f"vsp-assert: {pytester.path / 'test_range.yaml'}:2: latent id 640 is out of range" in out
-    assert "allowed: ids 0..63 (d_sae=64)" in out
-    for frame in ("Traceback", "labels.py", "torch/", "raise InputError"):
+    path = pytester.path / "test_cut.yaml"
+    # the image's own line (makefile drops the leading newline), once: never the case's line, never 'file:4:2'
+    assert f"vsp-assert: {path}:4: field 'cases[0].image': not a readable image (OSError)" in out
+    assert f"{path}:4:2" not in out and f"{path}:2" not in out
+    for frame in ("Traceback", "images.py", "PIL/", "raise InputError"):
         assert frame not in out
     debug = pytester.runpytest("--vsp-debug")
     debug.assert_outcomes(failed=1)
     text = debug.stdout.str()
-    assert "vsp_assert/engine/labels.py" in text and "InputError" in text  # the full traceback, down to the raise
+    assert "vsp_assert/engine/images.py" in text and "InputError" in text  # the full traceback, down to the raise

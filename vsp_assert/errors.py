@@ -52,10 +52,14 @@ class VspError(Exception):
         return "\n  ".join(parts)
 
     def with_context(self, *, file: str | None = None, line: int | None = None) -> VspError:
-        """Return the same error with a file/line filled in where it was not known at raise time."""
+        """Return the same error with a file/line filled in where it was not known at raise time.
+
+        A line belongs to its file: it is filled in only when the error names no file or names that same file
+        (an error that already names another place keeps it whole, never ``that-place:<our line>``)."""
+        same_file = self.file is None or file is None or str(self.file) == str(file)
         if file is not None and self.file is None:
             self.file = file
-        if line is not None and self.line is None:
+        if line is not None and self.line is None and same_file:
             self.line = line
         self.args = (self.render(),)
         return self

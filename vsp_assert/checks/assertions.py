@@ -8,7 +8,8 @@ the causal checks, which issue their interventions as one batch per case.
 Two front ends share these checks:
 
 - YAML cases (:func:`run_case`) evaluate *every* expectation of a case, then fail once with all records in a
-  :class:`CaseResult`;
+  :class:`CaseResult`; a spec naming something the run cannot use (an unknown concept, say) fails its own
+  record, naming its field and line, and the case's other checks still run;
 - the fluent Python API (``trace.assert_answer(...)`` etc., :mod:`vsp_assert.checks.fluent`) records and raises
   :class:`ConceptAssertionError` at the first failing check.
 
@@ -24,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from vsp_assert.checks.schema import AnswerSpec, AttendedSpec, CapturedSpec, Case, CausalSpec
-from vsp_assert.errors import InputError
+from vsp_assert.checks.schema import AnswerSpec, AttendedSpec, CapturedSpec, Case, CausalSpec, Where
+from vsp_assert.errors import InputError, VspError
 
 if TYPE_CHECKING:
     from vsp_assert.engine.interventions import InterventionResult
@@ -84,6 +85,50 @@ def _name(trace: Trace, ref: Any) -> str:
     return trace.display(ref) if isinstance(ref, int) else str(ref)
 
 
+# ---------------------------------------------------------------------- what a spec names, checked at run time
+# A spec from a case file knows its place (``spec.where``): something it names that the run cannot use (an
+# unknown concept, a latent or patch out of range, an output token that is not there) is that check's failure,
+# naming the field and line, and the case's other checks still run. A spec built in Python has no place: the
+# error is raised to its caller, whose own line is the place.
+class BadReference(Exception):
+    """A located spec names something the run cannot use; ``text`` says what, with the closest known names and
+    the spec's field and line. Internal: the checks turn it into a failing record."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        super().__init__(text)
+
+
+def located(exc: VspError, where: Where | None) -> str:
+    """A run-time problem with a spec, as one line: the problem, the hint (closest names) or what is allowed,
+    and where the case file says it (``at cases[0].expect.captured[1], line 7``)."""
+    text = exc.message
+    if exc.fix:
+        text += f" ({exc.fix})"
+    elif exc.allowed:
+        allowed = exc.allowed if len(exc.allowed) <= 160 else exc.allowed[:157] + "…"
+        text += f" (allowed: {allowed})"
+    if where is not None:
+        text += f" at {where.field}" + (f", line {where.line}" if where.line is not None else "")
+    return text
+
+
+def _ids(trace: Trace, ref: Any, where: Where | None, part: str | None = None, index: int | None = None) -> list[int]:
+    """The latent ids of one concept of a spec, or :class:`BadReference` naming the spec's place (the error
+    itself for a spec without one)."""
+    try:
+        return trace.resolve(ref)
+    except VspError as exc:
+        if where is None:
+            raise
+        raise BadReference(located(exc, where.of(part, index))) from None
+
+
+def _failed(kind: str, description: str, expected: str, problem: BadReference, concept: Any = None) -> AssertionRecord:
+    return AssertionRecord(kind, description, expected, problem.text, False,
+                           concept=None if concept is None else str(concept))
+
+
 # ---------------------------------------------------------------------- checks
 def check_answer(trace: Trace, spec: AnswerSpec) -> AssertionRecord:
     got = normalise_answer(trace.answer)
@@ -111,7 +156,11 @@ def image_rank(trace: Trace, ids: Sequence[int]) -> int:
 
 
 def check_captured(trace: Trace, spec: CapturedSpec, min_score: float = 0.0) -> AssertionRecord:
-    ids = trace.resolve(spec.concept)
+    verb = "is not captured" if spec.absent else "is captured"
+    try:
+        ids = _ids(trace, spec.concept, spec.where, "concept")
+    except BadReference as bad:
+        return _failed("captured", f"{spec.concept} {verb}", "a concept the SAE knows", bad, spec.concept)
     score = float(trace.image_scores[ids].sum())
     rank = image_rank(trace, ids)
     name = _name(trace, spec.concept)
@@ -124,30 +173,46 @@ def check_captured(trace: Trace, spec: CapturedSpec, min_score: float = 0.0) -> 
         rule = f"score > {threshold:g}"
     ok = present != spec.absent
     expected = f"not captured ({rule} fails)" if spec.absent else f"captured ({rule})"
-    verb = "is not captured" if spec.absent else "is captured"
     return AssertionRecord("captured", f"{name} {verb}", expected, f"score {score:.3f}, rank {rank}", ok,
                            latents=ids, concept=name)
 
 
 def check_attended(trace: Trace, spec: AttendedSpec, top_k: int = 5) -> list[AssertionRecord]:
+    """One record per concept of the spec; a concept the SAE does not know fails its own record only."""
     k = spec.top_k or top_k
+    wanted = [(c, False, "concepts", j) for j, c in enumerate(spec.concepts)]
+    wanted += [(c, True, "absent", j) for j, c in enumerate(spec.absent)]
+    resolved: list[tuple[Any, bool, list[int] | BadReference]] = []
+    for concept, absent, part, j in wanted:
+        try:
+            resolved.append((concept, absent, _ids(trace, concept, spec.where, part, j)))
+        except BadReference as bad:
+            resolved.append((concept, absent, bad))
     try:
         t = trace.token_index(spec.token)
-    except InputError:
+    except InputError as exc:
         what = f"token {spec.token!r} attends {[str(c) for c in spec.concepts]}"
-        return [AssertionRecord("attended", what, f"an output token {spec.token!r}",
-                                f"answer tokens {trace.output_tokens!r}", False,
-                                latents=trace.resolve(list(spec.concepts + spec.absent)))]
+        place = spec.where.of("token") if spec.where is not None else None
+        measured = located(exc, place) if isinstance(spec.token, int) else f"answer tokens {trace.output_tokens!r}"
+        if place is not None and not isinstance(spec.token, int):
+            measured += f" at {place.field}, line {place.line}"
+        known = [i for _, _, ids in resolved if not isinstance(ids, BadReference) for i in ids]
+        return [AssertionRecord("attended", what, f"an output token {spec.token!r}", measured, False,
+                                latents=known)]
     top = [i for i, _ in trace.top_concepts(t, k)]
     shown = ", ".join(_name(trace, i) for i in top) or "-"
+    token_text = trace.output_tokens[t].strip()
     records = []
-    for concept, absent in [(c, False) for c in spec.concepts] + [(c, True) for c in spec.absent]:
-        ids = trace.resolve(concept)
+    for concept, absent, ids in resolved:
+        verb = "does not attend" if absent else "attends"
+        if isinstance(ids, BadReference):
+            records.append(_failed("attended", f"token {token_text!r} {verb} {concept}", "a concept the SAE knows",
+                                   ids, concept))
+            continue
         hit = [i for i in ids if i in top]
         ok = bool(hit) != absent
         name = _name(trace, concept)
-        token_text = trace.output_tokens[t].strip()
-        what = f"token {token_text!r} {'does not attend' if absent else 'attends'} {name} (top-{k})"
+        what = f"token {token_text!r} {verb} {name} (top-{k})"
         expected = f"{name} {'outside' if absent else 'in'} top-{k}"
         score = float(trace.scores[t, ids].sum())
         records.append(AssertionRecord("attended", what, expected, f"top-{k}: {shown}; {name} score {score:.3f}",
@@ -162,6 +227,28 @@ def causal_intervention(spec: CausalSpec) -> Any:
         concepts, value, scale = spec.steer
         return Intervention.steer(*concepts, value=value, scale=scale, patches=spec.patches, label=spec.label)
     return Intervention.ablate(*spec.ablate, patches=spec.patches, label=spec.label)
+
+
+def check_causal_refs(trace: Trace, spec: CausalSpec, labels: Any) -> AssertionRecord | None:
+    """Resolve what a causal spec names (its concepts and patches) before its batch runs: None when all is
+    usable, else the spec's failing record, so that one bad spec does not sink the others of its batch."""
+    from vsp_assert.engine.interventions import resolve
+
+    concepts, part = (spec.steer[0], "steer.concepts") if spec.steer is not None else (spec.ablate, "ablate")
+    what = causal_intervention(spec).describe()
+    try:
+        for j, concept in enumerate(concepts):
+            _ids(trace, concept, spec.where, part, j)
+        try:
+            resolve(causal_intervention(spec), labels, trace.n_patches)
+        except VspError as exc:  # the patches: the concepts resolved above
+            if spec.where is None:
+                raise
+            raise BadReference(located(exc, spec.where.of(exc.field))) from None
+    except BadReference as bad:
+        return _failed("causal", what, "an intervention on concepts the SAE knows", bad,
+                       ", ".join(str(c) for c in concepts))
+    return None
 
 
 def check_causal(trace: Trace, spec: CausalSpec, result: InterventionResult) -> AssertionRecord:
@@ -189,7 +276,13 @@ def check_sufficient(pad: Scratchpad, trace: Trace, spec: CausalSpec) -> Asserti
     if trace.n_tokens == 0:
         return AssertionRecord("sufficient", "a sufficient set exists", "a set whose ablation changes the answer",
                                "the answer is empty", False)
-    t = trace.token_index(spec.token)
+    try:
+        t = trace.token_index(spec.token)
+    except InputError as exc:
+        if spec.where is None:
+            raise
+        return AssertionRecord("sufficient", "a sufficient set exists among the clusters",
+                               f"an output token {spec.token!r}", located(exc, spec.where.of("token")), False)
     found = find_sufficient_set(pad, trace, t, min_drop=spec.min_drop)
     goal = "changes the answer" + (f" or drops p by >= {spec.min_drop:g}" if spec.min_drop is not None else "")
     if found.found and found.result is not None:
@@ -237,10 +330,15 @@ def run_case(pad: Scratchpad, case: Case, image: Any = None) -> CaseResult:
         records.append(check_captured(trace, cap, case.min_score))
     for att in exp.attended:
         records.extend(check_attended(trace, att, case.top_k))
-    plain = [c for c in exp.causal if not c.sufficient]
+    # causal checks: resolved up front, then the usable ones in one batch; records keep the case file's order
+    causal: list[AssertionRecord | None] = [
+        None if c.sufficient else check_causal_refs(trace, c, pad.sae.labels) for c in exp.causal]
+    plain = [i for i, c in enumerate(exp.causal) if not c.sufficient and causal[i] is None]
     if plain:
-        results = pad.intervene(trace, [causal_intervention(c) for c in plain])
-        records.extend(check_causal(trace, c, r) for c, r in zip(plain, results))
+        results = pad.intervene(trace, [causal_intervention(exp.causal[i]) for i in plain])
+        for i, r in zip(plain, results):
+            causal[i] = check_causal(trace, exp.causal[i], r)
+    records.extend(r for r in causal if r is not None)
     for suff in (c for c in exp.causal if c.sufficient):
         records.append(check_sufficient(pad, trace, suff))
     return CaseResult(case, trace, records)

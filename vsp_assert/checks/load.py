@@ -1,6 +1,6 @@
 """YAML case files → validated :class:`~vsp_assert.checks.schema.Case` objects, with file/line in every error.
 
-A case file (any ``*.yaml`` / ``*.yml`` whose top level has a ``cases:`` key) holds::
+A case file (a ``*.yaml`` / ``*.yml`` with a top-level ``cases:`` key: :func:`~.yaml_lines.is_case_file`) holds::
 
     model: shapes            # optional: pin the model for this file (else --vsp-model)
     sae: shapes              # optional: pin the SAE
@@ -17,7 +17,9 @@ A case file (any ``*.yaml`` / ``*.yml`` whose top level has a ``cases:`` key) ho
         marks: [xfail]                    # or {xfail: reason} / {skip: reason}
         tolerance: {probability: 0.1, rank_correlation: 0.8}
 
-Parsing happens at collection time, so a bad case fails with its file, line and field before any model loads.
+Parsing happens at collection time, so a bad case fails with its file, line and field before any model loads
+(image files are checked there too, from their header). Each spec carries its :class:`~.schema.Where` (field path
+and line), so a problem only a run can find, such as a concept the SAE does not know, names them as well.
 YAML is read with a ``SafeLoader`` subclass (never ``yaml.load`` with arbitrary tags) that records the line of
 every mapping key and list item. Every check raises :class:`~vsp_assert.errors.CaseError` whose message names
 the file, line, field path, what was received and what is allowed (with the closest valid key for typos).
@@ -51,12 +53,16 @@ from vsp_assert.checks.yaml_lines import (
     as_number,
     as_str,
     as_token,
+    concept_parts,
+    ctx_where,
+    is_case_file,
     kind_of,
     load_yaml,
 )
-from vsp_assert.errors import CaseError, did_you_mean
+from vsp_assert.errors import CaseError, VspError, did_you_mean
 
-CASE_FILE_MARK = re.compile(r"^cases\s*:", re.MULTILINE)
+__all__ = ["is_case_file", "parse_case_file"]
+
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 FILE_KEYS = ("model", "sae", "defaults", "cases")
 CASE_KEYS = ("id", "image", "prompt", "expect", "marks", "tolerance", "max_new_tokens", "top_k", "description")
@@ -88,6 +94,7 @@ def _answer(value: Any, ctx: Ctx) -> AnswerSpec:
             raise c.error("one_of must be a non-empty list of answers", received=kind_of(raw))
         one_of = tuple(as_str(v, c.at(i, raw), "answer") for i, v in enumerate(raw))
     return AnswerSpec(
+        where=ctx_where(ctx),
         equals=as_str(m["equals"], ctx.at("equals", m), "answer") if "equals" in m else None,
         contains=as_str(m["contains"], ctx.at("contains", m), "answer") if "contains" in m else None,
         one_of=one_of,
@@ -104,7 +111,7 @@ def _captured(value: Any, ctx: Ctx) -> tuple[CapturedSpec, ...]:
     for i, item in enumerate(value):
         c = ctx.at(i, value)
         if not isinstance(item, Mapping):
-            out.append(CapturedSpec(as_concept(item, c)))
+            out.append(CapturedSpec(as_concept(item, c), where=ctx_where(c)))
             continue
         m = as_mapping(item, c, CAPTURED_KEYS, "a captured item")
         if "concept" not in m:
@@ -112,6 +119,7 @@ def _captured(value: Any, ctx: Ctx) -> tuple[CapturedSpec, ...]:
         if "min_score" in m and "max_rank" in m:
             raise c.error("use min_score or max_rank, not both")
         out.append(CapturedSpec(
+            where=ctx_where(c, [("concept", c.at("concept", m).line)]),
             concept=as_concept(m["concept"], c.at("concept", m)),
             min_score=as_number(m["min_score"], c.at("min_score", m), "min_score", lo=0) if "min_score" in m else None,
             max_rank=as_int(m["max_rank"], c.at("max_rank", m), "max_rank") if "max_rank" in m else None,
@@ -134,7 +142,12 @@ def _attended(value: Any, ctx: Ctx) -> tuple[AttendedSpec, ...]:
             raise c.error("an attended item needs 'token' (its text or index)", allowed=", ".join(ATTENDED_KEYS))
         if "concepts" not in m and "absent" not in m:
             raise c.error("an attended item needs 'concepts' and/or 'absent'")
+        parts = [("token", c.at("token", m).line)]
+        for key in ("concepts", "absent"):
+            if key in m:
+                parts += concept_parts(key, m[key], c.at(key, m))
         out.append(AttendedSpec(
+            where=ctx_where(c, parts),
             token=as_token(m["token"], c.at("token", m)),
             concepts=as_concepts(m["concepts"], c.at("concepts", m)) if "concepts" in m else (),
             absent=as_concepts(m["absent"], c.at("absent", m)) if "absent" in m else (),
@@ -182,7 +195,14 @@ def _causal(value: Any, ctx: Ctx) -> tuple[CausalSpec, ...]:
             if not isinstance(raw, list) or not raw:
                 raise pc.error("patches must be 'all' or a list of patch indices", received=kind_of(raw))
             patches = tuple(as_int(p, pc.at(j, raw), "patch index", lo=0) for j, p in enumerate(raw))
+        parts = [(key, c.at(key, m).line) for key in ("ablate", "steer", "patches", "token") if key in m]
+        if "ablate" in m:
+            parts += concept_parts("ablate", m["ablate"], c.at("ablate", m))
+        if steer is not None:
+            sc = c.at("steer", m)
+            parts += concept_parts("steer.concepts", m["steer"]["concepts"], sc.at("concepts", m["steer"]))
         out.append(CausalSpec(
+            where=ctx_where(c, parts),
             ablate=as_concepts(m["ablate"], c.at("ablate", m)) if "ablate" in m else (),
             steer=steer,
             patches=patches,
@@ -233,7 +253,6 @@ def _image(value: Any, ctx: Ctx, base: Path, root: Path | None, allow_outside: b
         if "scene" not in m or not isinstance(m["scene"], Mapping):
             raise ctx.error("image needs a path or {scene: {...}}", received=kind_of(value))
         scene = _plain(m["scene"])
-        from vsp_assert.errors import VspError
         from vsp_assert.shapes.world import Scene  # numpy + PIL only: cheap enough for collection
 
         sctx = ctx.at("scene", m)
@@ -263,6 +282,13 @@ def _image(value: Any, ctx: Ctx, base: Path, root: Path | None, allow_outside: b
     if not exists:
         raise ctx.error("image file not found", received=text, allowed=f"a path relative to {base}",
                         fix="check the file name; paths are relative to the case file")
+    from vsp_assert.engine.images import probe_image_file  # PIL only, and the header only: cheap at collection
+
+    try:
+        probe_image_file(resolved)
+    except VspError as exc:  # a folder, a non-image, an unreadable file, a size out of bounds
+        received = exc.received.replace(str(resolved), text) if isinstance(exc.received, str) else exc.received
+        raise ctx.error(exc.message, received=received, allowed=exc.allowed, fix=exc.fix) from None
     return str(resolved)
 
 
@@ -292,6 +318,8 @@ def parse_case_file(
             raise CaseError(f"cannot read the case file ({exc})", file=source) from None
     doc = load_yaml(text, source)
     ctx = Ctx(source, "", 1)
+    if isinstance(doc, list):
+        raise _top_level_list(doc, ctx)
     top = as_mapping(doc, ctx, FILE_KEYS, "a case file")
     if "cases" not in top:
         raise ctx.error("a case file needs a 'cases' list", allowed=", ".join(FILE_KEYS))
@@ -337,10 +365,12 @@ def parse_case_file(
             attended=_attended(e["attended"], ectx.at("attended", e)) if "attended" in e else (),
             causal=_causal(e["causal"], ectx.at("causal", e)) if "causal" in e else (),
         )
+        ictx = c.at("image", m)
         cases.append(Case(
             id=case_id,
+            image_where=ctx_where(ictx),
             prompt=as_str(m["prompt"], c.at("prompt", m), "prompt"),
-            image=_image(m["image"], c.at("image", m), base, root_path, allow_outside_root),
+            image=_image(m["image"], ictx, base, root_path, allow_outside_root),
             expect=expect,
             file=source,
             line=c.line or 0,
@@ -361,12 +391,16 @@ def parse_case_file(
     )
 
 
-def is_case_file(path: Path) -> bool:
-    """A YAML file is a case file when its top level has a ``cases:`` key (cheap text check)."""
-    if path.suffix not in (".yaml", ".yml"):
-        return False
-    try:
-        with path.open("r", encoding="utf-8", errors="replace") as handle:
-            return bool(CASE_FILE_MARK.search(handle.read(65536)))
-    except OSError:
-        return False
+def _top_level_list(doc: list[Any], ctx: Ctx) -> CaseError:
+    """The error for a case file whose top level is a list (``- cases:`` rather than ``cases:``)."""
+    item = next((i for i, v in enumerate(doc) if isinstance(v, Mapping) and any(
+        str(k).lower() in ("cases", "case") for k in v)), None)
+    message = "the top level is a list; a case file is a mapping with a 'cases:' key"
+    allowed = f"a mapping with keys {', '.join(FILE_KEYS)}"
+    if item is None:
+        return ctx.at(0, doc).error(message, received="a list", allowed=allowed,
+                                    fix="put the cases under a top-level 'cases:' key")
+    key = next(str(k) for k in doc[item] if str(k).lower() in ("cases", "case"))
+    return ctx.at(item, doc).at(key, doc[item]).error(
+        message, received="a list", allowed=allowed,
+        fix=f"remove the '- ' in front of line {ctx.at(item, doc).line}: {', '.join(FILE_KEYS)} are top-level keys")

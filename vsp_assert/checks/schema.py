@@ -1,8 +1,9 @@
 """The case schema: what a case expects, as frozen data (:class:`Case` and its ``*Spec`` parts).
 
 These records are what :mod:`vsp_assert.checks.load` builds from YAML and what Python code may build by hand;
-they know nothing of the engine except how to draw a case's image (:meth:`Case.load_image`). The YAML grammar is
-documented in :mod:`vsp_assert.checks.load` and docs/cases.md.
+they know nothing of the engine except how to draw a case's image (:meth:`Case.load_image`). A spec read from a
+case file keeps its :class:`Where` (field path and line), so that what only a run can find wrong with it is
+reported at its place. The YAML grammar is documented in :mod:`vsp_assert.checks.load` and docs/cases.md.
 """
 
 from __future__ import annotations
@@ -13,6 +14,33 @@ from typing import Any
 from vsp_assert.errors import CaseError
 
 
+# ---------------------------------------------------------------------- where a part came from
+@dataclass(frozen=True)
+class Where:
+    """Where a spec came from in its case file: its field path within the case (``expect.captured[1]``), its
+    line, and the lines of its parts (``("concepts[2]", 14)``), so a problem found at run time names them too.
+
+    Specs built in Python have no ``where`` (None); it never takes part in comparing specs.
+    """
+
+    field: str
+    line: int | None = None
+    parts: tuple[tuple[str, int | None], ...] = ()
+
+    def of(self, part: str | None = None, index: int | None = None) -> Where:
+        """The place of one part: ``of("concepts", 2)`` is ``…concepts[2]`` (or ``…concepts`` when the YAML gave a
+        single concept rather than a list); this place itself for ``of()`` or a part it does not list (a
+        default the file did not write, the concept of a ``captured: [red]`` item)."""
+        lines = dict(self.parts)
+        for key in ([f"{part}[{index}]"] if index is not None else []) + ([part] if part is not None else []):
+            if key in lines:
+                return Where(f"{self.field}.{key}", lines[key])
+        return self
+
+    def __str__(self) -> str:
+        return self.field + (f" (line {self.line})" if self.line is not None else "")
+
+
 # ---------------------------------------------------------------------- the schema
 @dataclass(frozen=True)
 class AnswerSpec:
@@ -21,6 +49,7 @@ class AnswerSpec:
     one_of: tuple[str, ...] | None = None
     not_: str | None = None
     correct: str | None = None  # documentation: the right answer, for known-failure cases
+    where: Where | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -29,6 +58,7 @@ class CapturedSpec:
     min_score: float | None = None
     max_rank: int | None = None
     absent: bool = False
+    where: Where | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -37,6 +67,7 @@ class AttendedSpec:
     concepts: tuple[str | int, ...] = ()
     absent: tuple[str | int, ...] = ()
     top_k: int | None = None
+    where: Where | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -50,6 +81,7 @@ class CausalSpec:
     sufficient: bool = False
     token: str | int = 0
     label: str | None = None
+    where: Where | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -83,11 +115,14 @@ class Case:
     max_new_tokens: int | None = None
     tolerance: Tolerance = field(default_factory=Tolerance)
     description: str | None = None
+    image_where: Where | None = field(default=None, compare=False)  # the ``image`` field's place, for run-time errors
 
     def load_image(self) -> Any:
-        """The case's image as an RGB PIL image (file or shapes-world scene)."""
+        """The case's image as an RGB PIL image (file or shapes-world scene); a problem names this case's file and
+        the ``image`` field's line."""
         from vsp_assert.engine.images import load_image
 
+        place = self.image_where or Where("image", self.line)
         if isinstance(self.image, dict):
             from vsp_assert.shapes import Scene
 
@@ -96,9 +131,9 @@ class Case:
             except CaseError:
                 raise
             except Exception as exc:  # the world's own validation errors
-                raise CaseError(f"invalid scene: {exc}", file=self.file, line=self.line, field="image.scene",
-                                received=self.image["scene"]) from None
-        return load_image(self.image, source=f"{self.file}:{self.line}")
+                raise CaseError(f"invalid scene: {exc}", file=self.file, line=place.line,
+                                field=f"{place.field}.scene", received=self.image["scene"]) from None
+        return load_image(self.image, source=self.file, line=place.line, field=place.field)
 
 
 @dataclass(frozen=True)

@@ -2,16 +2,21 @@
 
 A ``SafeLoader`` subclass (never ``yaml.load`` with arbitrary tags) records the line of every mapping key and
 list item (:class:`LineDict`, :class:`LineList`); :class:`Ctx` carries the file, field path and line while a
-section is validated, so every :class:`~vsp_assert.errors.CaseError` names them.
+section is validated, so every :class:`~vsp_assert.errors.CaseError` names them, and :func:`ctx_where` turns it
+into the :class:`~vsp_assert.checks.schema.Where` a spec keeps for run time. :func:`is_case_file` decides, from
+the text alone, which YAML files are case files.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import yaml
 
+from vsp_assert.checks.schema import Where
 from vsp_assert.errors import CaseError, did_you_mean
 
 
@@ -102,6 +107,18 @@ class Ctx:
                          allowed=allowed, fix=fix)
 
 
+def ctx_where(ctx: Ctx, parts: list[tuple[str, int | None]] | None = None) -> Where:
+    """The place a spec is validated at, which the spec carries for problems only a run can find."""
+    return Where(ctx.path, ctx.line, tuple(parts or ()))
+
+
+def concept_parts(name: str, value: Any, ctx: Ctx) -> list[tuple[str, int | None]]:
+    """The lines of a concept list's items (``name[i]``), or of ``name`` itself for a single concept."""
+    if isinstance(value, list):
+        return [(f"{name}[{i}]", ctx.at(i, value).line) for i in range(len(value))]
+    return [(name, ctx.line)]
+
+
 def as_mapping(value: Any, ctx: Ctx, keys: tuple[str, ...], what: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise ctx.error(f"{what} must be a mapping", received=kind_of(value), allowed=f"keys {', '.join(keys)}")
@@ -185,3 +202,42 @@ def as_token(value: Any, ctx: Ctx) -> str | int:
     if isinstance(value, str) and not value.strip():
         raise ctx.error("token text is empty")
     return value
+
+
+# ---------------------------------------------------------------------- which YAML files are case files
+TOP_KEY = re.compile(r"""(-\s+)?["']?cases?["']?\s*:(\s|$)""", re.IGNORECASE)
+
+
+def is_case_file(path: Path) -> bool:
+    """Whether a YAML file looks like a case file (cheap text check, no YAML parsing).
+
+    It does when a key ``cases:`` (or the typo ``case:``, any letter case, quoted or not) sits at the file's top
+    level: at the indentation of its first line of content, or as a key of a top-level list item (``- cases:``,
+    the mistake of a list at the top). Such a file is collected and validated, so a broken one fails with its
+    file, line and field instead of being skipped; ``cases:`` nested deeper (a CI matrix, say) does not count.
+    """
+    if path.suffix not in (".yaml", ".yml"):
+        return False
+    try:
+        with path.open("r", encoding="utf-8", errors="replace") as handle:
+            text = handle.read(1 << 20)
+    except OSError:
+        return False
+    top: int | None = None
+    item_keys: set[int] = set()  # indentations of the keys of top-level list items
+    for raw in text.lstrip("\ufeff").splitlines():
+        body = raw.lstrip(" ")
+        if not body or body.startswith(("#", "%")) or body.rstrip() in ("---", "..."):
+            continue
+        indent = len(raw) - len(body)
+        if top is None:
+            top = indent
+        if indent == top:
+            dash = re.match(r"-\s+", body)
+            if dash:
+                item_keys.add(indent + dash.end())
+            if TOP_KEY.match(body):
+                return True
+        elif indent in item_keys and TOP_KEY.match(body):
+            return True
+    return False

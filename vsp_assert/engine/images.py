@@ -1,5 +1,8 @@
 """Image input: one function turns what users pass (path, PIL image, array) into an RGB PIL image.
 
+:func:`load_image` does the turning; :func:`probe_image_file` checks an image file from its header alone (the
+case-file loader runs it at collection, so a folder or a non-image is refused before any model loads).
+
 Users give images as file paths (relative to a case file), PIL images or arrays; models want RGB. Every way an
 image can be unusable (missing, unreadable, not an image, too small, absurdly large, wrong array shape) is one
 :class:`~vsp_assert.errors.InputError` naming the source; grayscale, palette and RGBA images are converted
@@ -18,48 +21,77 @@ MIN_SIDE = 8
 MAX_PIXELS = 64_000_000
 
 
-def load_image(image: Any, *, source: str | None = None, field: str = "image") -> Any:
-    """An RGB ``PIL.Image`` from a path, a PIL image, or an ``[H, W]`` / ``[H, W, 3|4]`` array."""
+def probe_image_file(path: str | os.PathLike[str], *, source: str | None = None, line: int | None = None,
+                     field: str = "image") -> tuple[int, int]:
+    """The ``(width, height)`` of an image file, from its header only (nothing decoded): cheap enough to run on
+    every case at collection. Raises :class:`InputError` for a missing path, a folder or other non-file, a file
+    that cannot be opened or is not an image, or a size out of bounds. ``source``/``line`` name the case file."""
     from PIL import Image, UnidentifiedImageError
 
-    where = source
+    path = Path(path)
+    try:
+        exists = path.exists()
+    except (OSError, ValueError):  # a name too long for the file system, an embedded NUL byte
+        exists = False
+    if not exists:
+        raise InputError("image file not found", file=source, line=line, field=field, received=str(path),
+                         fix="give a path relative to the case file, or an absolute one")
+    if path.is_dir():
+        raise InputError("expected an image file, got a folder", file=source, line=line, field=field,
+                         received=str(path), fix="name one image file inside it")
+    if not path.is_file():
+        raise InputError("expected an image file, got something else (a device, socket or pipe)", file=source,
+                         line=line, field=field, received=str(path))
+    try:
+        with Image.open(path) as opened:
+            w, h = opened.size
+    except Image.DecompressionBombError:
+        raise InputError("image is too large", file=source, line=line, field=field, received=str(path),
+                         allowed=f"at most {MAX_PIXELS:,} pixels") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"not a readable image ({type(exc).__name__})", file=source, line=line, field=field,
+                         received=str(path), allowed="PNG, JPEG, BMP, GIF, WebP, TIFF") from None
+    _check_size(w, h, f"{w}x{h} ({path})", source=source, line=line, field=field)
+    return w, h
+
+
+def _check_size(w: int, h: int, shown: str, *, source: str | None, line: int | None, field: str) -> None:
+    if w * h > MAX_PIXELS:  # refused from the header, before decoding
+        raise InputError("image is too large", file=source, line=line, field=field, received=shown,
+                         allowed=f"at most {MAX_PIXELS:,} pixels", fix="downscale it before the test")
+    if min(w, h) < MIN_SIDE:
+        raise InputError("image is too small", file=source, line=line, field=field, received=shown,
+                         allowed=f"both sides >= {MIN_SIDE} pixels")
+
+
+def load_image(image: Any, *, source: str | None = None, line: int | None = None, field: str = "image") -> Any:
+    """An RGB ``PIL.Image`` from a path, a PIL image, or an ``[H, W]`` / ``[H, W, 3|4]`` array.
+
+    ``source`` and ``line`` name where the image was given (a case file and the line of its ``image`` field);
+    every error names them, with ``field``."""
+    from PIL import Image, UnidentifiedImageError
+
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
-        where = str(path)
-        try:
-            exists = path.exists()
-        except (OSError, ValueError):  # a name too long for the file system, an embedded NUL byte
-            exists = False
-        if not exists:
-            raise InputError("image file not found", file=source, field=field, received=str(path),
-                             fix="give a path relative to the case file, or an absolute one")
-        if path.is_dir():
-            raise InputError("expected an image file, got a folder", file=source, field=field, received=str(path))
+        probe_image_file(path, source=source, line=line, field=field)
         try:
             with Image.open(path) as opened:
-                w, h = opened.size  # from the header: refuse a huge image before decoding it
-                if w * h > MAX_PIXELS:
-                    raise InputError("image is too large", file=source, field=field, received=f"{w}x{h} ({path})",
-                                     allowed=f"at most {MAX_PIXELS:,} pixels", fix="downscale it before the test")
                 opened.load()
                 img = opened.copy()
         except Image.DecompressionBombError:
-            raise InputError("image is too large", file=source, field=field, received=str(path),
+            raise InputError("image is too large", file=source, line=line, field=field, received=str(path),
                              allowed=f"at most {MAX_PIXELS:,} pixels") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise InputError(f"not a readable image ({type(exc).__name__})", file=source, field=field,
+            raise InputError(f"not a readable image ({type(exc).__name__})", file=source, line=line, field=field,
                              received=str(path), allowed="PNG, JPEG, BMP, GIF, WebP, TIFF") from None
+        shown = f"{img.size[0]}x{img.size[1]} ({path})"
     elif isinstance(image, Image.Image):
         img = image
+        shown = f"{img.size[0]}x{img.size[1]} ({source or 'image'})"
     else:
         img = _from_array(image, source=source, field=field)
-    w, h = img.size
-    if min(w, h) < MIN_SIDE:
-        raise InputError("image is too small", file=source, field=field, received=f"{w}x{h} ({where or 'image'})",
-                         allowed=f"both sides >= {MIN_SIDE} pixels")
-    if w * h > MAX_PIXELS:
-        raise InputError("image is too large", file=source, field=field, received=f"{w}x{h}",
-                         allowed=f"at most {MAX_PIXELS:,} pixels", fix="downscale it before the test")
+        shown = f"{img.size[0]}x{img.size[1]} ({source or 'image'})"
+    _check_size(img.size[0], img.size[1], shown, source=source, line=line, field=field)
     return _to_rgb(img)
 
 
