@@ -46,3 +46,29 @@ def test_help_lists_the_group_and_does_not_import_torch(tmp_path):
                  "--vsp-color", "--vsp-show"):
         assert flag in out.stdout
     assert "TORCH_LOADED False False" in out.stdout
+
+
+def test_help_shows_each_options_default(pytester):
+    out = pytester.runpytest("--help").stdout.str()
+    flat = " ".join(out.split())  # argparse wraps the help text
+    for flag, default in (("--vsp-model", "shapes"), ("--vsp-top-k", "5"), ("--vsp-color", "auto"),
+                          ("--vsp-show", "off"), ("--vsp-report", "none")):
+        help_text = flat.split(flag, 1)[1].split("--vsp-", 1)[0]
+        assert f"(default: {default})" in help_text, (flag, help_text)
+
+
+def test_ini_flags_are_booleans(pytester):
+    pytester.makeini("""
+        [pytest]
+        vsp_allow_outside_root = true
+    """)
+    config = pytester.parseconfigure()
+    assert config.getini("vsp_allow_outside_root") is True
+    from vsp_assert.pytest_plugin.session import vsp_session
+
+    assert vsp_session(config).options.allow_outside_root is True
+    pytester.makeini("""
+        [pytest]
+        vsp_allow_outside_root = false
+    """)
+    assert pytester.parseconfigure().getini("vsp_allow_outside_root") is False

@@ -38,16 +38,43 @@ def test_vsp_error_in_a_test_is_one_message(vsp):
     assert "Traceback" not in result.stdout.str()
 
 
-def test_show_prints_heatmap_for_passing_tests(vsp, saved):
+def test_show_prints_the_view_of_passing_cases_without_other_flags(vsp, saved):
     vsp.makepyfile(test_show="""
         def test_ok(scratchpad):
             scratchpad.run("img.png", "what color is the square ?")
     """)
-    quiet = vsp.runpytest("-rP")
+    vsp.makefile(".yaml", test_show_yaml="""
+cases:
+  - id: passing-yaml
+    image: img.png
+    prompt: "what color is the square ?"
+    expect: {answer: {not: "zzz"}}
+""")
+    quiet = vsp.runpytest()
     assert "token-latent heatmap" not in quiet.stdout.str()
-    shown = vsp.runpytest("-rP", "--vsp-show")
-    shown.assert_outcomes(passed=1)
-    shown.stdout.fnmatch_lines(["*vsp-assert*", "*token-latent heatmap*"])
+    shown = vsp.runpytest("--vsp-show")
+    shown.assert_outcomes(passed=2)
+    shown.stdout.fnmatch_lines(["*vsp-assert: passing cases*", "*test_show.py::test_ok*passed*",
+                                "*token-latent heatmap*", "*test_show_yaml.yaml::passing-yaml*passed*"])
+    assert shown.stdout.str().count("token-latent heatmap") == 2  # once each, not again with -rP
+    assert vsp.runpytest("--vsp-show", "-rP").stdout.str().count("token-latent heatmap") == 2
+
+
+def test_passing_fluent_checks_count_as_concept_cases(vsp, saved):
+    vsp.makepyfile(test_count=f"""
+        def test_ok(scratchpad):
+            scratchpad.run("img.png", "what color is the square ?").assert_answer({saved['answer']!r})
+
+        def test_two_traces(scratchpad):
+            scratchpad.run("img.png", "what color is the square ?").assert_answer({saved['answer']!r})
+            scratchpad.run("img.png", "is there a red circle ?").assert_answer(not_="zzz")
+
+        def test_unchecked(scratchpad):
+            scratchpad.run("img.png", "what color is the square ?")
+    """)
+    result = vsp.runpytest()
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["3 concept case(s) recorded, 0 with failing checks;*model loads this session: 1"])
 
 
 def test_failing_python_case_records_junit_properties(vsp, saved):

@@ -76,3 +76,34 @@ def test_no_hook_survives_a_case(vsp):
     result = vsp.runpytest()
     result.assert_outcomes(passed=4, failed=1)
     result.stdout.fnmatch_lines(["HOOK COUNTS [[]0, 0, 0, 0, 0[]]"])
+
+
+def test_the_model_loads_in_setup_not_in_the_first_cases_call(vsp):
+    """--durations and per-test timeouts charge the load to fixture setup, as for a Python test's fixtures."""
+    vsp.makefile(".yaml", test_setup=_cases(2))
+    vsp.makeconftest("""
+        import pytest
+        from vsp_assert.pytest_plugin.session import vsp_session
+
+        at_call = []
+
+        @pytest.hookimpl(tryfirst=True)
+        def pytest_runtest_call(item):
+            at_call.append(vsp_session(item.config).loads)
+
+        def pytest_terminal_summary(terminalreporter):
+            terminalreporter.write_line(f"LOADS AT CALL {at_call}")
+    """)
+    result = vsp.runpytest()
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["LOADS AT CALL [[]1, 1[]]"])
+
+
+def test_a_model_that_fails_to_load_is_one_setup_error(vsp, tmp_path):
+    vsp.makefile(".yaml", test_setup=_cases(1))
+    result = vsp.runpytest(f"--vsp-model={tmp_path / 'no-such-model'}")
+    result.assert_outcomes(errors=1)
+    errors = result.stdout.str().split("= ERRORS =")[1].split("short test summary")[0]
+    assert "ERROR at setup of vsp case case-0" in errors
+    assert errors.splitlines()[2].startswith("vsp-assert: cannot read the model")
+    assert "Traceback" not in errors and "pluggy" not in errors and len(errors.splitlines()) < 8

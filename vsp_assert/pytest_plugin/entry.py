@@ -17,18 +17,28 @@ import pytest
 from vsp_assert.pytest_plugin.options import OPTIONS, VspConfig
 from vsp_assert.pytest_plugin.session import SESSION_KEY, VspSession, vsp_session
 
+LISTENER = "vsp-assert-report-listener"
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("vsp-assert", "vsp-assert: concept-level tests of vision-language models")
     for opt in OPTIONS:
-        group.addoption(opt.flag, dest=opt.dest, default=None, help=opt.help, **opt.argparse_kwargs())
+        group.addoption(opt.flag, dest=opt.dest, default=None, help=opt.help_text, **opt.argparse_kwargs())
         if opt.ini:
-            parser.addini(opt.dest, help=opt.help, default=None)
+            parser.addini(opt.dest, help=opt.help_text, type=opt.ini_type,  # type: ignore[arg-type]
+                          default=False if opt.kind == "flag" else None)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "vsp: a vsp-assert concept case (YAML or Python)")
     config.stash[SESSION_KEY] = VspSession(VspConfig.from_pytest(config), config)
+    config.pluginmanager.register(ReportListener(config), LISTENER)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    listener = config.pluginmanager.get_plugin(LISTENER)
+    if listener is not None:
+        config.pluginmanager.unregister(listener)
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
@@ -75,15 +85,43 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
-    if call.when != "call":
-        return (yield)
     from vsp_assert.pytest_plugin.reporting import decorate_report, record_properties
 
-    results = vsp_session(item.config).finish_test(item.nodeid)
-    record_properties(item, results)  # before the report copies the item's user properties
+    results = None
+    if call.when == "call":
+        results = vsp_session(item.config).finish_test(item.nodeid)
+        record_properties(item, results)  # before the report copies the item's user properties
     report = yield
     decorate_report(item, call, report, results)
     return report
+
+
+class ReportListener:
+    """Hooks that need the config but are not given it: counting what each report carries (in the controller
+    under pytest-xdist: what the workers sent) and talking to xdist workers. Registered per config."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        from vsp_assert.pytest_plugin.digest import ATTRIBUTE
+
+        payload = getattr(report, ATTRIBUTE, None)
+        if payload:
+            vsp_session(self.config).tally.receive(report.nodeid, payload)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        """Workers are no TTY: they render with the controller's colour decision and width."""
+        session = vsp_session(self.config)
+        node.workerinput["vsp_colour"] = session.style.enabled
+        node.workerinput["vsp_width"] = session.width
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """The baseline files a worker wrote."""
+        written = (getattr(node, "workeroutput", None) or {}).get("vsp_written", [])
+        vsp_session(self.config).tally.written.extend(written)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

@@ -31,6 +31,18 @@ class Option:
     def dest(self) -> str:
         return "vsp_" + self.name.replace("-", "_")
 
+    @property
+    def help_text(self) -> str:
+        """The help line with its default, as ``pytest --help`` shows it."""
+        default = "off" if self.kind == "flag" else ("none" if self.default is None else self.default)
+        return f"{self.help} (default: {default})"
+
+    @property
+    def ini_type(self) -> str:
+        """The ini type: ``bool`` for flags (``true``/``false``/``1``/``0``), ``string`` otherwise (ints and choices
+        are checked by :meth:`VspConfig.from_pytest`, whose error names the allowed values)."""
+        return "bool" if self.kind == "flag" else "string"
+
     def argparse_kwargs(self) -> dict[str, Any]:
         if self.kind == "flag":
             return {"action": "store_true"}

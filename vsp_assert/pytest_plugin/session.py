@@ -7,7 +7,13 @@ baselines written and the terminal style — so that no other module keeps sessi
 each xdist worker has its own).
 
 It is also the Scratchpads' observer (:class:`vsp_assert.checks.fluent.Observer`): every trace a test makes and
-every fluent check on it land in that test's :class:`~vsp_assert.checks.assertions.CaseResult` s.
+every fluent check on it land in that test's :class:`~vsp_assert.checks.assertions.CaseResult` s. In a hypothesis
+test only the last example's traces are kept (one test, one set of cases, however many examples ran).
+
+What the terminal summary and the HTML report show is not read from these local results but from the
+:attr:`tally`: the plain-data digests every test report carries (:mod:`.digest`), received in
+``pytest_runtest_logreport``. In one process that is the same data; under pytest-xdist the reports are the only
+thing that reaches the controller, so its summary, its load count and its report come from the workers.
 """
 
 from __future__ import annotations
@@ -42,6 +48,11 @@ class VspSession:
         self.written: list[Any] = []
         self._baselines: BaselineStore | None = None
         self._running: list[CaseResult] = []  # results of the test that is running now
+        self._example: object = None  # the hypothesis example the running results belong to
+        self._missing_before: set[str] = set()
+        self.loads_reported = 0  # loads already sent in a report (the next report carries the rest)
+        self.tally = Tally()
+        self.report_path: Any = None  # the HTML report written at session finish
 
     # ------------------------------------------------------------------ loaded objects
     def model(self, name: str | None = None) -> Any:
@@ -91,9 +102,13 @@ class VspSession:
     @property
     def style(self) -> Style:
         """``--vsp-color`` if given, else pytest's own markup decision (TTY, ``--color``) unless ``NO_COLOR`` or
-        ``TERM=dumb`` says no."""
+        ``TERM=dumb`` says no. An xdist worker (never a TTY) takes the controller's decision from its
+        ``workerinput``."""
         from vsp_assert.render.style import Style, colour_enabled
 
+        told = self._worker_input().get("vsp_colour")
+        if told is not None:
+            return Style(bool(told))
         setting = self.options.color
         if setting == "auto":
             if self._config is None:
@@ -104,16 +119,36 @@ class VspSession:
 
     @property
     def width(self) -> int:
+        told = self._worker_input().get("vsp_width")
+        if told is not None:
+            return int(told)
         if self._config is None:
             return 100
         return max(60, int(self._config.get_terminal_writer().fullwidth))
 
+    def _worker_input(self) -> dict[str, Any]:
+        return dict(getattr(self._config, "workerinput", None) or {})
+
+    @property
+    def is_worker(self) -> bool:
+        """Whether this process is a pytest-xdist worker (the controller prints and writes the report)."""
+        return self._config is not None and hasattr(self._config, "workerinput")
+
     # ------------------------------------------------------------------ results
     def start_test(self) -> None:
         self._running = []
+        self._example = None
+        store = self._baselines
+        self._missing_before = set(store.missing) if store is not None else set()
+
+    def new_missing(self) -> list[str]:
+        """Baseline keys that the running test found missing (they travel in its report)."""
+        store = self._baselines
+        return sorted(store.missing - self._missing_before) if store is not None else []
 
     def add_result(self, result: CaseResult) -> None:
-        """A YAML case's result (the item records it itself)."""
+        """A YAML case's result (the item records it itself; it replaces what the observer heard of its trace)."""
+        self._running = [r for r in self._running if r.trace is not result.trace]
         self._running.append(result)
 
     def finish_test(self, nodeid: str) -> list[CaseResult]:
@@ -132,6 +167,11 @@ class VspSession:
     def traced(self, trace: Trace) -> None:
         from vsp_assert.checks.assertions import CaseResult
 
+        example = _hypothesis_example()
+        if example is not self._example:  # a new hypothesis example: the earlier ones' traces are dropped
+            if self._example is not None:
+                self._running = []
+            self._example = example
         self._running.append(CaseResult(None, trace, []))
 
     def checked(self, trace: Trace, records: Sequence[AssertionRecord]) -> list[AssertionRecord]:
@@ -143,6 +183,44 @@ class VspSession:
             self._running.append(result)
         result.records.extend(records)
         return list(result.records)
+
+
+class Tally:
+    """What the reports of a session carried (:mod:`.digest`): case digests per node id (a rerun replaces the
+    earlier run), the model loads, the baseline keys found missing (a set: a rerun case counts once) and the
+    baseline files written (an xdist worker sends those when it finishes)."""
+
+    def __init__(self) -> None:
+        self.cases: dict[str, list[dict[str, Any]]] = {}
+        self.loads = 0
+        self.missing: set[str] = set()
+        self.written: list[str] = []
+
+    def receive(self, nodeid: str, payload: dict[str, Any]) -> None:
+        self.loads += int(payload.get("loads", 0))
+        self.missing.update(payload.get("missing", ()))
+        if "cases" in payload:
+            if payload["cases"]:
+                self.cases[nodeid] = list(payload["cases"])
+            else:
+                self.cases.pop(nodeid, None)
+
+    def digests(self) -> list[dict[str, Any]]:
+        return [d for digests in self.cases.values() for d in digests]
+
+
+def _hypothesis_example() -> object:
+    """The running hypothesis example (its build context), or None outside hypothesis; hypothesis is not
+    imported here."""
+    import sys
+
+    control = sys.modules.get("hypothesis.control")
+    if control is None:
+        return None
+    try:
+        return control.current_build_context()
+    except Exception:  # no example is running
+        return None
 
 
 SESSION_KEY = pytest.StashKey[VspSession]()

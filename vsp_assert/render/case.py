@@ -1,7 +1,8 @@
 """The failure report of a case: expected vs measured, then the evidence (heatmap and spatial maps).
 
 Used by the pytest plugin for YAML items (``repr_failure``) and for Python tests (a report section added in
-``pytest_runtest_makereport``), and by ``--vsp-show`` for passing cases. It only formats recorded results.
+``pytest_runtest_makereport``), and by ``--vsp-show`` for passing cases; :func:`failure_line` is the one-line form
+(pytest's short summary, ``--tb=line``). It only formats recorded results.
 """
 
 from __future__ import annotations
@@ -53,3 +54,14 @@ def render_case(
     body = render_trace(trace, style=style, width=width, top_k=top_k, highlight_latents=latents,
                         highlight_tokens=tokens, spatial=spatial)
     return "\n".join([head, "", render_records(records, style), "", body])
+
+
+def failure_line(records: Sequence[AssertionRecord]) -> str:
+    """One line for a failed case — its first failing check — as pytest's short summary and ``--tb=line`` show
+    it: ``answer == 'square': measured 'triangle' (p=0.912)``."""
+    failing = [r for r in records if not r.passed]
+    if not failing:
+        return f"all {len(records)} checks passed"
+    first = failing[0]
+    more = f" (+{len(failing) - 1} more failing)" if len(failing) > 1 else ""
+    return " ".join(f"{first.description}: measured {first.measured}{more}".split())
