@@ -78,9 +78,7 @@ def _section(html: str, index: int) -> str:
 
 def render_page(digests: Sequence[dict[str, Any]], *, title: str) -> tuple[str, dict[str, Any]]:
     """The page and the ``report.json`` document of the digests that carry a section (failing cases first)."""
-    from html import escape
-
-    from vsp_assert.render.html import CSS, report_json, summary_html
+    from vsp_assert.render.html import page, report_json, summary_html
 
     shown = [d for d in digests if d.get("html") is not None]
     ordered = [d for d in shown if not d["passed"]] + [d for d in shown if d["passed"]]
@@ -90,13 +88,7 @@ def render_page(digests: Sequence[dict[str, Any]], *, title: str) -> tuple[str, 
         trace = _Trace(entry["prompt"], entry["answer"], float(d["answer_prob"]), list(entry["output_tokens"]))
         results.append((entry["nodeid"], trace, [_Record(r) for r in entry["records"]]))
     sections = "".join(_section(d["html"], i) for i, d in enumerate(ordered))
-    page = (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{escape(title)}</title><style>{CSS}</style></head><body>"
-        f"<h1>{escape(title)}</h1>{summary_html(results)}{sections}</body></html>\n"
-    )
-    return page, report_json(results, title)
+    return page(title, summary_html(results), sections), report_json(results, title)
 
 
 def write_report(directory: str | Path, digests: Sequence[dict[str, Any]], *,

@@ -170,11 +170,16 @@ def render_report(results: Sequence[Result], *, title: str = "vsp-assert report"
     ordered = order_results(results)
     sections = [case_html(i, nodeid, trace, records, top_k=top_k, max_overlays=max_overlays)
                 for i, (nodeid, trace, records) in enumerate(ordered)]
+    return page(title, summary_html(ordered), "".join(sections))
+
+
+def page(title: str, summary: str, sections: str) -> str:
+    """The page around a summary and the case sections (one wrapper for in-process and xdist reports)."""
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_e(title)}</title><style>{CSS}</style></head><body>"
-        f"<h1>{_e(title)}</h1>{summary_html(ordered)}{''.join(sections)}</body></html>\n"
+        f"<h1>{_e(title)}</h1>{summary}{sections}</body></html>\n"
     )
 
 
