@@ -8,6 +8,7 @@ there, must leave no hook and no active attention recorder, and the next run mus
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -75,13 +76,38 @@ def _run(pytester: pytest.Pytester, *args: str, subprocess: bool = False) -> tup
     return outcomes, baseline.read_bytes()
 
 
-def test_same_outcomes_and_baseline_serially_reversed_and_under_xdist(suite: pytest.Pytester) -> None:
+def check_recorded_values(baseline: dict, saved) -> None:
+    """The ``ablation`` and ``attended`` cases check nothing that can fail (``min_drop: -1.0``, top 64 of 64
+    latents): what they must get right is what the baseline records, here against a direct in-process run."""
+    from vsp_assert import load_model, load_sae
+
+    pad = Scratchpad(load_model(saved["model"]), load_sae(saved["sae"]), max_new_tokens=3)
+    latent = saved["top_latent"]
+    cases = baseline["cases"]
+    assert sorted(cases) == ["ablation", "answer-right", "answer-wrong", "attended", "known-bad"]
+    trace = pad.run(saved["image"], "is there a red circle ?")
+    effect = pad.intervene(trace, [Intervention.ablate(latent)])[0]
+    (recorded,) = cases["ablation"]["interventions"]
+    assert f"#{latent}" in recorded["intervention"]
+    assert cases["ablation"]["answer"] == trace.answer
+    assert recorded["answer_after"] == effect.answer_after
+    assert recorded["p_after"] == pytest.approx(effect.p_after, abs=1e-4)
+    assert recorded["drop"] == pytest.approx(effect.drop, abs=1e-4)
+    trace = pad.run(saved["image"], "describe the image")
+    assert cases["attended"]["answer"] == trace.answer
+    top = [[i, s] for i, s in trace.top_concepts(0, 10)]
+    assert [[i, pytest.approx(s, abs=1e-4)] for _, i, s in cases["attended"]["tokens"][0]["top"]] == top
+    assert cases["answer-right"]["answer"] == saved["answer"]
+
+
+def test_same_outcomes_and_baseline_serially_reversed_and_under_xdist(suite: pytest.Pytester, saved) -> None:
     first, first_bytes = _run(suite)
     assert first == {
         "test_det.yaml::answer-right": "PASSED", "test_det.yaml::answer-wrong": "FAILED",
         "test_det.yaml::ablation": "PASSED", "test_det.yaml::known-bad": "XFAIL",
         "test_det.yaml::attended": "PASSED",
     }
+    check_recorded_values(json.loads(first_bytes), saved)
     again, again_bytes = _run(suite, "-p", "no:randomly")
     assert (again, again_bytes) == (first, first_bytes)
 

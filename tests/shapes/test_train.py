@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from vsp_assert.engine.sae import load_sae
+from vsp_assert.shapes.build import save_model_folder
 from vsp_assert.shapes.train import TrainConfig, lr_at, train_and_save, train_model
 from vsp_assert.shapes.train_sae import SAETrainConfig, train_and_save_sae, train_topk_sae
 
@@ -42,12 +43,22 @@ def test_recipes_write_loadable_artifacts(trained: tuple[Path, list[str]]) -> No
     assert any("dead" in line for line in lines)  # dead latents are reported
 
 
-def test_model_recipe_is_deterministic(trained: tuple[Path, list[str]]) -> None:
+def assert_same_weights(saved: Path, again: Path) -> None:
+    """The two safetensors files hold the same tensors under the same names, and are the same bytes."""
+    a, b = load_file(str(saved)), load_file(str(again))
+    assert a.keys() == b.keys() and len(a) > 50  # ~88 tensors: an empty or partial match is a bug
+    differ = sorted(k for k in a if not torch.equal(a[k], b[k]))
+    assert not differ, f"{len(differ)} of {len(a)} tensors differ, e.g. {differ[:3]}"
+    assert saved.read_bytes() == again.read_bytes()
+
+
+def test_model_recipe_reproduces_the_weight_file_byte_for_byte(
+    trained: tuple[Path, list[str]], tmp_path: Path
+) -> None:
     out, _ = trained
     again, _ = train_model(TINY, log=lambda _line: None)
-    shipped = load_file(str(out / "model" / "model.safetensors"))
-    state = again.state_dict()
-    assert all(torch.equal(shipped[k], state[k]) for k in shipped if k in state)
+    save_model_folder(again, tmp_path)
+    assert_same_weights(out / "model" / "model.safetensors", tmp_path / "model.safetensors")
 
 
 def test_sae_recipe_reduces_error_and_is_deterministic() -> None:
