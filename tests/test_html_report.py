@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -294,8 +295,11 @@ def find_chromium() -> str | None:
 def screenshot(page: Path, tmp_path: Path) -> dict[tuple[int, int, int], int]:
     """Render ``page`` in headless Chromium (1280×2000) and count the pixels of each colour on screen."""
     browser = find_chromium()
-    if browser is None:
-        pytest.skip("chromium not installed: apt-get install chromium")
+    if browser is None:  # .ci/run installs it, so under CI (CI set) its absence fails instead of skipping
+        reason = "chromium not installed: apt-get install chromium"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason} (CI is set, and .ci/run installs it)", pytrace=False)
+        pytest.skip(reason)
     shot = tmp_path / "shot.png"
     command = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                "--window-size=1280,2000", f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",

@@ -1,109 +1,86 @@
-"""The ``vsp-assert`` command line.
+"""The ``vsp-assert`` command line: the parser and :func:`main`; each command lives in its own module.
 
-Subcommands:
-
-- ``run IMAGE PROMPT --model M --sae S``: answer, captured concepts, top concepts per token, the clustered
-  heatmap, optional ablations (``--ablate red --ablate "#12"``) and a sufficient-set search (``--sufficient``);
-- ``shapes train|report``: the shapes-world recipe and its report (from :mod:`vsp_assert.shapes.cli`);
-- ``compare --base OLD --new NEW CASES…``: the same cases on two checkpoints (:mod:`vsp_assert.cli.compare`).
-
-Every :class:`~vsp_assert.errors.VspError` is printed as its one message and exits with status 2; ``--debug``
-shows the traceback instead.
+:func:`build_parser` registers the command groups: ``run`` (:mod:`vsp_assert.cli.run`), ``shapes``
+(:mod:`vsp_assert.shapes.cli`) and ``compare`` (:mod:`vsp_assert.cli.compare`). Each module's ``add_commands``
+adds its subparsers and sets ``func``; :func:`main` parses, calls it, prints every
+:class:`~vsp_assert.errors.VspError` as its one message and exits with status 2 (``--debug`` shows the traceback
+instead). The help text is plain prose: it is what a user reads in a terminal, not reST. Heavy imports happen
+inside the command functions so that ``vsp-assert --help`` does not import torch.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+
+DESCRIPTION = """\
+Test vision-language models at the level of the visual concepts they use.
+A sparse autoencoder (SAE) on the vision encoder shows which concepts an image
+holds; the answer's attention shows which of them it read; ablating them shows
+which it needed. Test cases (YAML or Python) run under pytest: pytest cases/.
+These commands explain one answer, compare two checkpoints on the same cases,
+and train or check the shipped shapes-world model."""
+
+EPILOG = """\
+examples:
+  explain one answer (the shipped shapes-world model and SAE):
+    vsp-assert run scene.png "What shape is the red object?"
+  ... and whether the answer changes without the stripes concept:
+    vsp-assert run scene.png "What shape is the red object?" --ablate stripes
+  save a mock model update (noise on one LM layer):
+    vsp-assert shapes perturb --out /tmp/shapes-v2
+  run the same cases on both checkpoints and list what changed:
+    vsp-assert compare --base shapes --new /tmp/shapes-v2 cases/
+  accuracy and planted mechanisms of the shapes model:
+    vsp-assert shapes report --n 200
+
+Models are save_pretrained folders, hub ids available offline, or 'shapes';
+SAEs are SAELens-format folders or 'shapes'. 'vsp-assert COMMAND --help'
+describes a command's options."""
 
 
-def _layers(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated layer indices, got {text!r}") from None
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the description's and examples' line breaks, and lists the commands without argparse's extra
+    ``{run,compare,…}`` header line above them."""
 
-
-def _add_run(sub: Any) -> None:
-    p = sub.add_parser("run", help="explain one (image, prompt) answer with the SAE")
-    p.add_argument("image", help="image file")
-    p.add_argument("prompt", help="question to ask about the image")
-    p.add_argument("--model", default="shapes", help="model folder, hub id available offline, or 'shapes'")
-    p.add_argument("--sae", default="shapes", help="SAE folder (SAELens format) or 'shapes'")
-    p.add_argument("--device", default=None,
-                   help="torch device (cpu, cuda, cuda:1, …) or auto (device_map='auto', several GPUs)")
-    p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"], help="model dtype")
-    p.add_argument("--max-new-tokens", type=int, default=8, help="generation length")
-    p.add_argument("--top-k", type=int, default=5, help="concepts per token in tables and heatmap")
-    p.add_argument("--layers", type=_layers, default=None, help="LM layers to average attention over (0,1,…)")
-    p.add_argument("--ablate", action="append", default=[], metavar="CONCEPT",
-                   help="ablate a concept (name or #id); repeat for several, comma-separate to ablate together")
-    p.add_argument("--sufficient", action="store_true", help="search a small sufficient set among the clusters")
-    p.add_argument("--color", default="auto", choices=["auto", "yes", "no"], help="colour output")
-    p.add_argument("--json", action="store_true", help="print the figures as JSON instead of text")
-    p.set_defaults(func=_cmd_run)
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    from vsp_assert import Scratchpad, load_model, load_sae
-    from vsp_assert.engine.analysis import find_sufficient_set
-    from vsp_assert.engine.interventions import Intervention
-    from vsp_assert.render.style import Style, colour_enabled
-    from vsp_assert.render.terminal import render_trace
-
-    model = load_model(args.model, device=args.device, dtype=args.dtype)
-    sae = load_sae(args.sae)
-    pad = Scratchpad(model, sae, attention_layers=args.layers, max_new_tokens=args.max_new_tokens)
-    trace = pad.run(args.image, args.prompt)
-    ablations = [Intervention.ablate(*[c.strip() for c in group.split(",") if c.strip()]) for group in args.ablate]
-    results = pad.intervene(trace, ablations) if ablations else []
-    sufficient = find_sufficient_set(pad, trace, 0) if args.sufficient and trace.n_tokens else None
-    if args.json:
-        out = {
-            "answer": trace.answer,
-            "answer_prob": trace.answer_prob,
-            "output_tokens": trace.output_tokens,
-            "top_concepts": {str(t): [[sae.labels.display(i), s] for i, s in trace.top_concepts(t, args.top_k)]
-                             for t in range(trace.n_tokens)},
-            "captured": [[sae.labels.display(i), s] for i, s in trace.top_captured(args.top_k)],
-            "interventions": [r.to_dict() for r in results],
-        }
-        if sufficient is not None:
-            out["sufficient_set"] = [sae.labels.display(i) for i in sufficient.latents]
-        print(json.dumps(out, indent=2))
-        return 0
-    style = Style(colour_enabled(args.color))
-    highlight = [i for r in results for i in r.latents]
-    print(render_trace(trace, style=style, top_k=args.top_k, highlight_latents=highlight,
-                       spatial=[("ablated", highlight, 0 if trace.n_tokens else None)] if highlight else ()))
-    for r in results:
-        verdict = style.red("changed") if r.changed else style.green("unchanged")
-        print(f"\n{style.bold('intervention')} {r.intervention.describe()}: answer {r.answer_before!r} → "
-              f"{r.answer_after!r} ({verdict}); p(original) {r.p_before:.3f} → {r.p_after:.3f} "
-              f"(drop {r.drop:+.3f})")
-    if sufficient is not None:
-        if sufficient.found and sufficient.result is not None:
-            names = ", ".join(sae.labels.display(i) for i in sufficient.latents)
-            print(f"\n{style.bold('sufficient set:')} {names} → answer {sufficient.result.answer_after!r}")
-        else:
-            print(f"\n{style.bold('sufficient set:')} none among the top clusters")
-    return 0
+    def _format_action(self, action: argparse.Action) -> str:
+        if isinstance(action, argparse._SubParsersAction):
+            return "".join(self._format_action(a) for a in action._get_subactions())
+        return super()._format_action(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vsp-assert", description=__doc__.splitlines()[0])
-    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
-    sub = parser.add_subparsers(dest="command", required=True)
-    _add_run(sub)
     from vsp_assert.cli.compare import add_commands as add_compare
+    from vsp_assert.cli.run import add_commands as add_run
     from vsp_assert.shapes.cli import add_commands as add_shapes
 
-    add_shapes(sub)
+    parser = argparse.ArgumentParser(prog="vsp-assert", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=_HelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
+
+    # ---- command groups: one add_commands(sub) per module, in the order `--help` lists them. ----
+    # ---- Register more groups here (next: `sae`, `concepts`), then regenerate README's synopsis. ----
+    add_run(sub)
     add_compare(sub)
+    add_shapes(sub)
+    # ---- end of command groups ----
+
+    _describe_from_help(sub)
     return parser
+
+
+def _describe_from_help(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Give every command without a description its one-line ``help`` as one, so ``COMMAND --help`` says what
+    the command does (argparse shows the help line only in the parent's list); recurses into groups."""
+    helps = {action.dest: action.help for action in sub._choices_actions}
+    for name, parser in sub.choices.items():
+        if parser.description is None and helps.get(name):
+            parser.description = helps[name]
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _describe_from_help(action)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
