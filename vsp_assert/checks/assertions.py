@@ -155,7 +155,22 @@ def image_rank(trace: Trace, ids: Sequence[int]) -> int:
     return int(ranks[list(ids)].min())
 
 
-def check_captured(trace: Trace, spec: CapturedSpec, min_score: float = 0.0) -> AssertionRecord:
+def captured_threshold(trace: Trace, spec: CapturedSpec, min_score: float | None = None) -> tuple[float, str]:
+    """The image-level score above which ``spec``'s concept counts as captured, and where it came from: the
+    check's own ``min_score``, else the case file's default, else the concept's calibrated threshold from the
+    label file (``vsp-assert concepts build``), else 0 (any activation)."""
+    if spec.min_score is not None:
+        return spec.min_score, ""
+    if min_score is not None:
+        return min_score, ""
+    calibrated = trace.labels.threshold(spec.concept) \
+        if trace.labels is not None and isinstance(spec.concept, str) and not spec.concept.startswith("#") else None
+    if calibrated is not None:
+        return calibrated, " calibrated"
+    return 0.0, ""
+
+
+def check_captured(trace: Trace, spec: CapturedSpec, min_score: float | None = None) -> AssertionRecord:
     verb = "is not captured" if spec.absent else "is captured"
     try:
         ids = _ids(trace, spec.concept, spec.where, "concept")
@@ -168,9 +183,9 @@ def check_captured(trace: Trace, spec: CapturedSpec, min_score: float = 0.0) -> 
         present = rank <= spec.max_rank
         rule = f"rank <= {spec.max_rank}"
     else:
-        threshold = spec.min_score if spec.min_score is not None else min_score
+        threshold, source = captured_threshold(trace, spec, min_score)
         present = score > threshold
-        rule = f"score > {threshold:g}"
+        rule = f"score > {threshold:.3g}{source}"
     ok = present != spec.absent
     expected = f"not captured ({rule} fails)" if spec.absent else f"captured ({rule})"
     return AssertionRecord("captured", f"{name} {verb}", expected, f"score {score:.3f}, rank {rank}", ok,

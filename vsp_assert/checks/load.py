@@ -328,7 +328,7 @@ def parse_case_file(
     defaults = as_mapping(defaults_raw, dctx, DEFAULT_KEYS, "defaults") if "defaults" in top else {}
     d_top_k = as_int(defaults["top_k"], dctx.at("top_k", defaults), "top_k") if "top_k" in defaults else 5
     d_min = as_number(defaults["min_score"], dctx.at("min_score", defaults), "min_score", lo=0) \
-        if "min_score" in defaults else 0.0
+        if "min_score" in defaults else None
     d_new = as_int(defaults["max_new_tokens"], dctx.at("max_new_tokens", defaults), "max_new_tokens") \
         if "max_new_tokens" in defaults else None
     d_tol = _tolerance(defaults["tolerance"], dctx.at("tolerance", defaults), Tolerance()) \

@@ -111,7 +111,7 @@ class Case:
     line: int
     marks: tuple[tuple[str, str | None], ...] = ()
     top_k: int = 5
-    min_score: float = 0.0
+    min_score: float | None = None  # the file's default for captured; None: calibrated threshold, else 0
     max_new_tokens: int | None = None
     tolerance: Tolerance = field(default_factory=Tolerance)
     description: str | None = None

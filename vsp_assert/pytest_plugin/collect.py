@@ -76,12 +76,14 @@ class VspCaseItem(pytest.Item):
     def runtest(self) -> None:
         from vsp_assert.checks.assertions import run_case
         from vsp_assert.checks.baseline import check_result
+        from vsp_assert.engine.fit import sae_identity
 
         session = vsp_session(self.config)
         try:
             self.result = run_case(self.pad, self.case)
             self.result.records.extend(check_result(session.baselines, self.result,
-                                                    update=session.options.update_baseline))
+                                                    update=session.options.update_baseline,
+                                                    sae_id=sae_identity(self.pad.sae)))
         except VspError as exc:
             raise exc.with_context(file=self.case.file, line=self.case.line) from None
         session.add_result(self.result)

@@ -33,7 +33,7 @@ ATTRIBUTE = "vsp"
 def digest(nodeid: str, result: CaseResult, *, show: str | None, report: bool, top_k: int) -> dict[str, Any]:
     """One checked trace of a test as plain data (``report``: render its HTML section and JSON entry too)."""
     out: dict[str, Any] = {"nodeid": nodeid, "passed": result.passed, "checked": bool(result.records),
-                           "show": show, "html": None, "json": None}
+                           "show": show, "html": None, "json": None, "sae_fit": result.trace.sae_fit}
     if report and result.records:
         from vsp_assert.render.html import MAX_OVERLAYS, case_html, report_json
 

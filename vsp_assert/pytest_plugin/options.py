@@ -18,7 +18,7 @@ COLOR_CHOICES = ("auto", "yes", "no")
 class Option:
     name: str  # the part after --vsp-
     help: str
-    kind: str = "str"  # str | int | flag | choice
+    kind: str = "str"  # str | int | float | flag | choice
     default: Any = None
     ini: bool = True
     choices: tuple[str, ...] = ()
@@ -68,6 +68,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("update-baseline", "write/refresh concept baselines for the cases that run", kind="flag", default=False,
            ini=False),
     Option("report", "write a static HTML report of the cases into this folder", default=None),
+    Option("min-sae-fit", "the SAE's explained variance at the hooked layer, on a case's image, below which the "
+           "case errors: the SAE does not fit this model (an update changed the vision tower?)", kind="float",
+           default=0.5),
+    Option("keep-noise", "keep the SAE's dead and dense latents in rankings and heatmaps (filtered out by default)",
+           kind="flag", default=False),
     Option("allow-outside-root", "let case images live outside the cases root folder", kind="flag", default=False),
 )
 
@@ -95,6 +100,8 @@ class VspConfig:
     debug: bool = False
     update_baseline: bool = False
     report: str | None = None
+    min_sae_fit: float = 0.5
+    keep_noise: bool = False
     allow_outside_root: bool = False
 
     @classmethod
@@ -116,12 +123,17 @@ class VspConfig:
                     value = int(value)
                     if value < 1:
                         raise ValueError
+                elif opt.kind == "float":
+                    value = float(value)
+                    if not -1e9 < value <= 1.0:
+                        raise ValueError
                 elif opt.kind == "flag":
                     value = _to_bool(value)
                 elif opt.kind == "choice" and value not in opt.choices:
                     raise ValueError
             except (TypeError, ValueError):
-                allowed = ", ".join(opt.choices) if opt.choices else "a positive integer"
+                allowed = ", ".join(opt.choices) if opt.choices else \
+                    ("a number up to 1" if opt.kind == "float" else "a positive integer")
                 raise pytest.UsageError(
                     f"{opt.flag} / ini {opt.dest}: received {value!r}; allowed: {allowed}"
                 ) from None

@@ -64,6 +64,7 @@ def decorate_report(item: pytest.Item, call: pytest.CallInfo[None], report: pyte
     if results is not None:
         payload["cases"] = _case_digests(item, call, report, results)
         payload["missing"] = session.new_missing()
+        payload["incomparable"] = session.new_incomparable()
     setattr(report, ATTRIBUTE, payload)
     excinfo = call.excinfo
     if excinfo is not None and isinstance(excinfo.value, VspError) and not session.options.debug \
@@ -122,6 +123,13 @@ def terminal_summary(reporter: Any, config: pytest.Config) -> None:
         f"{len(recorded)} concept case(s) recorded, {failed} with failing checks; model {cfg.model!r}, "
         f"SAE {cfg.sae!r}; model loads this session: {tally.loads}"
     )
+    fits = [float(d["sae_fit"]) for d in recorded if d.get("sae_fit") is not None]
+    if fits:
+        reporter.write_line(f"SAE fit (explained variance at the hooked layer): mean {sum(fits) / len(fits):.3f}, "
+                            f"lowest {min(fits):.3f} over {len(fits)} case image(s)")
+    if tally.incomparable and not cfg.update_baseline:
+        reporter.write_line(f"{len(tally.incomparable)} case(s) have baselines recorded with another SAE (not "
+                            "compared); record them with --vsp-update-baseline")
     if tally.missing and not cfg.update_baseline:
         reporter.write_line(f"{len(tally.missing)} case(s) have no baseline entry (drift not checked); "
                             "record them with --vsp-update-baseline")

@@ -50,6 +50,7 @@ class VspSession:
         self._running: list[CaseResult] = []  # results of the test that is running now
         self._example: object = None  # the hypothesis example the running results belong to
         self._missing_before: set[str] = set()
+        self._incomparable_before: set[str] = set()
         self.loads_reported = 0  # loads already sent in a report (the next report carries the rest)
         self.tally = Tally()
         self.report_path: Any = None  # the HTML report written at session finish
@@ -83,6 +84,7 @@ class VspSession:
                              attention_layers=self.options.attention_layers(),
                              max_new_tokens=self.options.max_new_tokens)
             pad.observer = self
+            pad.filter_noise = not self.options.keep_noise
             self.pads[key] = pad
         return self.pads[key]
 
@@ -140,11 +142,17 @@ class VspSession:
         self._example = None
         store = self._baselines
         self._missing_before = set(store.missing) if store is not None else set()
+        self._incomparable_before = set(store.incomparable) if store is not None else set()
 
     def new_missing(self) -> list[str]:
         """Baseline keys that the running test found missing (they travel in its report)."""
         store = self._baselines
         return sorted(store.missing - self._missing_before) if store is not None else []
+
+    def new_incomparable(self) -> list[str]:
+        """Baseline keys of the running test recorded with another SAE, so not compared (they travel too)."""
+        store = self._baselines
+        return sorted(store.incomparable - self._incomparable_before) if store is not None else []
 
     def add_result(self, result: CaseResult) -> None:
         """A YAML case's result (the item records it itself; it replaces what the observer heard of its trace)."""
@@ -167,12 +175,27 @@ class VspSession:
     def traced(self, trace: Trace) -> None:
         from vsp_assert.checks.assertions import CaseResult
 
+        self.check_fit(trace)
         example = _hypothesis_example()
         if example is not self._example:  # a new hypothesis example: the earlier ones' traces are dropped
             if self._example is not None:
                 self._running = []
             self._example = example
         self._running.append(CaseResult(None, trace, []))
+
+    def check_fit(self, trace: Trace) -> None:
+        """A case whose SAE no longer reconstructs the hooked layer is an error, never reported as drift."""
+        floor = self.options.min_sae_fit
+        if trace.sae_fit is None or trace.sae_fit >= floor:
+            return
+        from vsp_assert.errors import SAEError
+
+        raise SAEError(
+            f"the SAE does not fit this model: it explains {trace.sae_fit:.3f} of the variance of the hooked "
+            f"layer on this case's image, below --vsp-min-sae-fit {floor:g}; its concepts would be noise",
+            field="sae", received=f"SAE {self.options.sae!r} on model {self.options.model!r}",
+            fix="the update may have changed the vision tower: train an SAE on it (vsp-assert sae train) or import "
+                "one (vsp-assert sae import), or pass the SAE made for this model with --vsp-sae")
 
     def checked(self, trace: Trace, records: Sequence[AssertionRecord]) -> list[AssertionRecord]:
         from vsp_assert.checks.assertions import CaseResult
@@ -194,11 +217,13 @@ class Tally:
         self.cases: dict[str, list[dict[str, Any]]] = {}
         self.loads = 0
         self.missing: set[str] = set()
+        self.incomparable: set[str] = set()
         self.written: list[str] = []
 
     def receive(self, nodeid: str, payload: dict[str, Any]) -> None:
         self.loads += int(payload.get("loads", 0))
         self.missing.update(payload.get("missing", ()))
+        self.incomparable.update(payload.get("incomparable", ()))
         if "cases" in payload:
             if payload["cases"]:
                 self.cases[nodeid] = list(payload["cases"])
