@@ -20,7 +20,8 @@ A sparse autoencoder (SAE) on the vision encoder shows which concepts an image
 holds; the answer's attention shows which of them it read; ablating them shows
 which it needed. Test cases (YAML or Python) run under pytest: pytest cases/.
 These commands explain one answer, compare two checkpoints on the same cases,
-and train or check the shipped shapes-world model."""
+train or import an SAE for your own model and name its latents (concepts), and
+train, check or export the shipped shapes-world model."""
 
 EPILOG = """\
 examples:
@@ -32,6 +33,9 @@ examples:
     vsp-assert shapes perturb --out /tmp/shapes-v2
   run the same cases on both checkpoints and list what changed:
     vsp-assert compare --base shapes --new /tmp/shapes-v2 cases/
+  an SAE and named concepts for a model, from labelled images:
+    vsp-assert sae train --model MODEL --images manifest.jsonl --out my-sae
+    vsp-assert concepts build --model MODEL --sae my-sae --images manifest.jsonl
   accuracy and planted mechanisms of the shapes model:
     vsp-assert shapes report --n 200
 
@@ -52,7 +56,9 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     from vsp_assert.cli.compare import add_commands as add_compare
+    from vsp_assert.cli.concepts import add_commands as add_concepts
     from vsp_assert.cli.run import add_commands as add_run
+    from vsp_assert.cli.sae import add_commands as add_sae
     from vsp_assert.shapes.cli import add_commands as add_shapes
 
     parser = argparse.ArgumentParser(prog="vsp-assert", description=DESCRIPTION, epilog=EPILOG,
@@ -61,9 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
 
     # ---- command groups: one add_commands(sub) per module, in the order `--help` lists them. ----
-    # ---- Register more groups here (next: `sae`, `concepts`), then regenerate README's synopsis. ----
+    # ---- Register more groups here, then regenerate README's synopsis (tests/test_cli.py prints it). ----
     add_run(sub)
     add_compare(sub)
+    add_sae(sub)
+    add_concepts(sub)
     add_shapes(sub)
     # ---- end of command groups ----
 

@@ -11,20 +11,21 @@ import argparse
 from typing import Any
 
 BUILD_EPILOG = """\
-examples:
+examples (on the shapes world; your own model works the same way):
   vsp-assert shapes export --n 200 --out /tmp/shapes-200
-  cp -r "$(python -c 'import vsp_assert.shapes as s; print(s.SAE_DIR)')" /tmp/my-sae
-  vsp-assert concepts build --model shapes --sae /tmp/my-sae --images /tmp/shapes-200/manifest.jsonl
+  vsp-assert sae train --model shapes --images /tmp/shapes-200/manifest.jsonl \\
+      --out /tmp/my-sae
+  vsp-assert concepts build --model shapes --sae /tmp/my-sae \\
+      --images /tmp/shapes-200/manifest.jsonl
   vsp-assert concepts show red --sae /tmp/my-sae
 
-Writes the label file the SAE's vsp_assert.json names (default concepts.json) and atlas/ into the SAE folder."""
+Writes the label file that the SAE's vsp_assert.json names (default
+concepts.json) and atlas/ into the SAE folder."""
 
 
 def add_commands(sub: Any) -> None:
     """Add ``concepts build`` and ``concepts show`` to the main CLI's subparsers."""
-    from vsp_assert.concepts.atlas import ATLAS_MB
-    from vsp_assert.concepts.build import MASK_COVERAGE
-    from vsp_assert.concepts.stats import DENSE_RATE, MIN_PRECISION
+    from vsp_assert.concepts.defaults import ATLAS_MB, DENSE_RATE, MASK_COVERAGE, MIN_PRECISION
 
     group = sub.add_parser("concepts", help="name an SAE's latents from labelled images, and look at them")
     csub = group.add_subparsers(dest="concepts_command", required=True)

@@ -61,7 +61,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def add_train_parser(sae_sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
-    from vsp_assert.concepts.train import TrainConfig
+    from vsp_assert.concepts.defaults import TrainConfig
 
     d = TrainConfig()
     tr = sae_sub.add_parser("train", help="train a TopK SAE on a model's vision layer over a folder or manifest")

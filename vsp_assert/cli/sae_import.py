@@ -25,7 +25,7 @@ SAEs fit which model families."""
 
 def add_import_parser(sae_subparsers: Any) -> argparse.ArgumentParser:
     """Add ``import`` to the ``sae`` group's subparsers; returns the new parser."""
-    from vsp_assert.concepts.importers import FORMATS
+    from vsp_assert.concepts.defaults import FORMATS
 
     p = sae_subparsers.add_parser(
         "import", help="convert a published vision SAE (saev, prisma, patchsae) to an SAE folder",

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from vsp_assert.concepts.defaults import ATLAS_MB
 from vsp_assert.errors import SAEError
 from vsp_assert.files import atomic_write_bytes, atomic_write_text
 
@@ -39,7 +40,6 @@ ATLAS_DIR = "atlas"
 INDEX_FILE = "index.json"
 SHEET_LATENTS = 64
 THUMB_SIDES = (64, 48, 32, 24, 16, 8)
-ATLAS_MB = 200.0
 SHEET_OVERHEAD = 1100  # PNG signature, IHDR, PLTE (768), IDAT/zlib framing, IEND
 REF_BYTES = 24  # one "[123456, 1.2345]," in the index
 LATENT_BYTES = 60  # a latent's index entry without its refs

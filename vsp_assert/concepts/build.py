@@ -25,15 +25,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vsp_assert.concepts.atlas import ATLAS_DIR, ATLAS_MB, INDEX_FILE, write_atlas
+from vsp_assert.concepts.atlas import ATLAS_DIR, INDEX_FILE, write_atlas
+from vsp_assert.concepts.defaults import ATLAS_MB, MASK_COVERAGE
 from vsp_assert.concepts.labelling import make_labels
 from vsp_assert.concepts.stats import DENSE_RATE, MIN_PRECISION, StatsAccumulator
 from vsp_assert.errors import InputError, SAEError
 
-#: A patch carries a mask's concept when the mask covers at least this fraction of it: the shapes world's own rule
-#: (``LABEL_COVERAGE``; a quarter-covered patch visibly shows the concept). 0.5 (majority) is stricter; on a
-#: shapes export it costs edge patches their object labels and the colour latents their precision.
-MASK_COVERAGE = 0.25
 LABEL_FILE = "concepts.json"
 
 

@@ -32,15 +32,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-#: Default minimum precision for a latent to be named by a concept (the shipped shapes labels used 0.8).
-MIN_PRECISION = 0.8
+from vsp_assert.concepts.defaults import DENSE_RATE, MIN_PRECISION
+
 #: A latent must fire on at least this fraction of patches to be named (a handful of firings proves nothing).
 MIN_FIRING_RATE = 0.002
-#: Firing rate above which a latent is *dense* (noise, filtered from rankings). A concept latent fires at most as
-#: often as its concept appears; in the shapes world the most common concept (one background texture) covers
-#: ~20% of patches and its latents fire on ≤ 0.23, so 0.25 flags only latents that fire on more than a quarter
-#: of everything.
-DENSE_RATE = 0.25
 #: Ties of precision within this margin are broken by lift over the concept's base rate (the more specific one).
 TIE_MARGIN = 0.02
 #: At most this many images' sparse score vectors are kept to calibrate the ``captured`` thresholds.

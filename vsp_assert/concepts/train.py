@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from vsp_assert.concepts.activations import RecordStream, ShuffleBuffer, resolve_layer, stream_activations
+from vsp_assert.concepts.defaults import TrainConfig
 from vsp_assert.concepts.sources import ImageRecord
 from vsp_assert.engine.models import LoadedModel
 from vsp_assert.errors import InputError, SAEError
@@ -143,26 +144,6 @@ class TopKStep:
 
 
 # ---------------------------------------------------------------------- the streaming recipe
-@dataclass(frozen=True)
-class TrainConfig:
-    """``sae train``'s options. ``d_sae=None`` → 8 × ``d_in``; ``warmup_steps`` is capped at a tenth of ``steps``."""
-
-    d_sae: int | None = None
-    k: int = 32
-    steps: int = 2000
-    batch_size: int = 1024  # activation rows per step
-    lr: float = 2e-3
-    warmup_steps: int = 100
-    aux_k: int = 32
-    aux_coef: float = 1 / 32
-    dead_after: int = 200_000
-    seed: int = 0
-    buffer: int = 16384  # rows held in the shuffle buffer
-    image_batch: int = 16  # images per model forward
-    checkpoint_every: int = 200
-    holdout: int | None = None  # held-out images (None: every 10th, at most 256; one when fewer than 10)
-
-
 #: Options that may differ between an interrupted run and its resumption (they do not touch the math).
 _FREE_ON_RESUME = ("checkpoint_every",)
 

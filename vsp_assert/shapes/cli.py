@@ -84,7 +84,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``shapes train``, ``report``, ``export`` and ``perturb`` to the main CLI's subparsers."""
-    shapes = subparsers.add_parser("shapes", help="the embedded shapes-world model: train it or report on it")
+    shapes = subparsers.add_parser("shapes", help="the embedded shapes-world model: train, report, export, perturb")
     sub = shapes.add_subparsers(dest="shapes_command", required=True)
 
     tr = sub.add_parser("train", help="train the shapes model and its SAE by the project's recipe (seeded)")

@@ -35,30 +35,11 @@ from typing import Any
 
 from vsp_assert.engine.models import LoadedModel
 from vsp_assert.engine.sae import SAE
-from vsp_assert.testing.contract_checks import CHECKS, Outcome
+from vsp_assert.testing.contract_checks import CHECKS
+from vsp_assert.testing.contract_types import MapExpectations, Outcome
 
 CHECK_NAMES: tuple[str, ...] = tuple(CHECKS)
 DEFAULT_PROMPTS: tuple[str, ...] = ("what color is the square ?", "is there a red circle ?", "describe the image")
-
-
-@dataclass(frozen=True)
-class MapExpectations:
-    """The shape of a family's token ↔ patch map beyond the rules every map keeps (a distribution per token).
-
-    - ``patches_per_token``: every patch-carrying token carries exactly this many patches (1: a bijection;
-      4: Qwen's 2×2 merge; None: not checked);
-    - ``max_patches_per_token``: at most this many (bilinear resampling: 4);
-    - ``shared_patches``: a patch may reach the LM through several tokens (resampling);
-    - ``empty_tokens``: the family has image tokens that carry no patch (CLS under ``full``, image-newline
-      tokens) — then at least one must exist; otherwise every image token carries a patch;
-    - ``every_patch_reaches``: every patch reaches the LM through some token (not under downsampling).
-    """
-
-    patches_per_token: int | None = 1
-    max_patches_per_token: int | None = None
-    shared_patches: bool = False
-    empty_tokens: bool = False
-    every_patch_reaches: bool = True
 
 
 @dataclass(frozen=True)

@@ -14,27 +14,12 @@ embeddings ``[B, L, d_text]``; logits ``[B, L, V]``; trace attention ``[T, P]``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from vsp_assert.engine.hooks import count_hooks, forward_hook, last_positions_only
-
-if TYPE_CHECKING:
-    from vsp_assert.testing.contract import AdapterContract
-
-
-@dataclass
-class Outcome:
-    """What one check measured (``figure``) and what it found broken (``problems``; none: passed)."""
-
-    figure: float = 0.0
-    problems: list[str] = field(default_factory=list)
-
-    def require(self, ok: bool, problem: str) -> None:
-        if not ok:
-            self.problems.append(problem)
+from vsp_assert.testing.contract_types import Outcome, Subject
 
 
 def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -46,7 +31,7 @@ def _image_token_id(config: Any) -> int:
     return int(value if value is not None else config.image_token_index)
 
 
-def hooked_output(c: AdapterContract, inputs: dict[str, torch.Tensor], module: Any = None) -> torch.Tensor:
+def hooked_output(c: Subject, inputs: dict[str, torch.Tensor], module: Any = None) -> torch.Tensor:
     """The hooked layer's output of one plain forward (``module``: another layer than the Scratchpad's)."""
     seen: dict[str, torch.Tensor] = {}
 
@@ -91,7 +76,7 @@ def lm_input_embeds(model: Any, inputs: dict[str, torch.Tensor], hook_module: An
     return seen["e"]
 
 
-def _moved(c: AdapterContract, inputs: dict[str, torch.Tensor],
+def _moved(c: Subject, inputs: dict[str, torch.Tensor],
            edit: Callable[[torch.Tensor], torch.Tensor | None]) -> torch.Tensor:
     """``[B, L]`` bool: the LM input embeddings that ``edit`` at the fed layer changes."""
     plain = lm_input_embeds(c.model, inputs)
@@ -111,7 +96,7 @@ def _bump(width: int) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------- vision side
-def hook_sees_every_patch(c: AdapterContract, out: Outcome) -> None:
+def hook_sees_every_patch(c: Subject, out: Outcome) -> None:
     """Every patch the map counts is one distinct row of the hooked output, read and written back exactly; rows
     the adapter does not read reach the LM only through image tokens that carry no patch."""
     adapter, n = c.adapter, len(c.images)
@@ -160,7 +145,7 @@ def hook_sees_every_patch(c: AdapterContract, out: Outcome) -> None:
                         "tokens (a patch is missed)")
 
 
-def map_matches_processor(c: AdapterContract, out: Outcome) -> None:
+def map_matches_processor(c: Subject, out: Outcome) -> None:
     """The map's image positions are the processor's image tokens; its rows are distributions over patches in
     the family's declared shape (:class:`~vsp_assert.testing.contract.MapExpectations`)."""
     adapter, expect = c.adapter, c.expect
@@ -203,7 +188,7 @@ def map_matches_processor(c: AdapterContract, out: Outcome) -> None:
     out.figure = float(bad)
 
 
-def map_follows_wiring(c: AdapterContract, out: Outcome) -> None:
+def map_follows_wiring(c: Subject, out: Outcome) -> None:
     """Perturb one patch at the fed layer: exactly the image tokens the map names get new LM embeddings."""
     adapter = c.adapter
     single = adapter.element_inputs(adapter.prepare([c.images[1]], [c.prompts[0]]), 0)
@@ -229,7 +214,7 @@ def map_follows_wiring(c: AdapterContract, out: Outcome) -> None:
 
 
 # ---------------------------------------------------------------------- attention
-def _eager_patch_attention(c: AdapterContract, trace: Any) -> torch.Tensor:
+def _eager_patch_attention(c: Subject, trace: Any) -> torch.Tensor:
     """Eager ``output_attentions`` rows that produced each output token, mapped to patches like the Trace:
     ``[T, P]``, mean over the Scratchpad's layers and the heads, normalised per token."""
     adapter, model = c.adapter, c.model
@@ -248,7 +233,7 @@ def _eager_patch_attention(c: AdapterContract, trace: Any) -> torch.Tensor:
     return mapped / mapped.sum(-1, keepdim=True)
 
 
-def attention_equals_eager(c: AdapterContract, out: Outcome) -> None:
+def attention_equals_eager(c: Subject, out: Outcome) -> None:
     """The attention the capture records (LM under sdpa) equals eager ``output_attentions`` mapped to patches."""
     from vsp_assert.engine.attention import CAPTURE_IMPLEMENTATION
 
@@ -267,7 +252,7 @@ def attention_equals_eager(c: AdapterContract, out: Outcome) -> None:
 
 
 # ---------------------------------------------------------------------- interventions
-def noop_intervention_is_exact(c: AdapterContract, out: Outcome) -> None:
+def noop_intervention_is_exact(c: Subject, out: Outcome) -> None:
     """An intervention that changes nothing (ablating nothing, steering by zero) leaves the logits bit-identical."""
     from vsp_assert import Intervention
     from vsp_assert.engine.interventions import make_edit, resolve
@@ -284,7 +269,7 @@ def noop_intervention_is_exact(c: AdapterContract, out: Outcome) -> None:
     out.require(torch.equal(plain, patched), f"a no-op intervention moved the logits by up to {out.figure:.3g}")
 
 
-def ablation_from_first_image_token(c: AdapterContract, out: Outcome) -> None:
+def ablation_from_first_image_token(c: Subject, out: Outcome) -> None:
     """Ablating the top latent changes the logits from the first image token on, and not before it."""
     from vsp_assert import Intervention
     from vsp_assert.engine.interventions import make_edit, resolve
@@ -307,7 +292,7 @@ def ablation_from_first_image_token(c: AdapterContract, out: Outcome) -> None:
     out.require(result.p_after != result.p_before, "Scratchpad.ablate left the answer's probability unchanged")
 
 
-def last_layer_trimming_exact(c: AdapterContract, out: Outcome) -> None:
+def last_layer_trimming_exact(c: Subject, out: Outcome) -> None:
     """Running the LM's last layer only at the read positions gives the full forward's logits and results."""
     from vsp_assert import Intervention
 
@@ -342,7 +327,7 @@ def last_layer_trimming_exact(c: AdapterContract, out: Outcome) -> None:
 
 
 # ---------------------------------------------------------------------- batching and preprocessing
-def batched_equals_single(c: AdapterContract, out: Outcome) -> None:
+def batched_equals_single(c: Subject, out: Outcome) -> None:
     """A batch of cases gives what each case gives alone (answer, grid, activations, attention)."""
     together = c.pad.run_batch(c.images, c.prompts)
     for b, (image, prompt, joint) in enumerate(zip(c.images, c.prompts, together)):
@@ -360,7 +345,7 @@ def batched_equals_single(c: AdapterContract, out: Outcome) -> None:
             out.require(torch.allclose(j, a, rtol=1e-4, atol=1e-5), f"element {b}: {name} differ in the batch")
 
 
-def shared_image_preprocessed_once(c: AdapterContract, out: Outcome) -> None:
+def shared_image_preprocessed_once(c: Subject, out: Outcome) -> None:
     """Two prompts about one image reuse its preprocessing, and the reused inputs equal fresh ones."""
     adapter, cache = c.adapter, c.pad.image_cache
     cache.clear()
@@ -379,7 +364,7 @@ def shared_image_preprocessed_once(c: AdapterContract, out: Outcome) -> None:
                         f"cached preprocessing changes {key!r}")
 
 
-CHECKS: dict[str, Callable[[AdapterContract, Outcome], None]] = {
+CHECKS: dict[str, Callable[[Subject, Outcome], None]] = {
     "hook_sees_every_patch": hook_sees_every_patch,
     "map_matches_processor": map_matches_processor,
     "map_follows_wiring": map_follows_wiring,

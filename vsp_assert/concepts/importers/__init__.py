@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from vsp_assert.concepts.defaults import FORMATS
 from vsp_assert.concepts.importers import patchsae, prisma, saev
 from vsp_assert.concepts.importers._common import ImportedSAE, fold_input_affine, load_torch
 from vsp_assert.errors import SAEError, did_you_mean
@@ -29,7 +30,7 @@ IMPORTERS: dict[str, Reader] = {
     prisma.FORMAT: prisma.read,
     patchsae.FORMAT: patchsae.read,
 }
-FORMATS: tuple[str, ...] = tuple(IMPORTERS)
+assert tuple(IMPORTERS) == FORMATS, "concepts.defaults.FORMATS names the importers"
 
 __all__ = ["FORMATS", "IMPORTERS", "ImportedSAE", "import_sae", "read_checkpoint"]
 
