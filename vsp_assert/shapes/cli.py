@@ -54,14 +54,16 @@ def _report(args: argparse.Namespace) -> int:
 
 def _perturb(args: argparse.Namespace) -> int:
     """A copy of a shapes model with Gaussian noise on one LM layer (vision encoder untouched, so the SAE fits):
-    a stand-in for a fine-tune, to try drift checks and ``vsp-assert compare``."""
+    a stand-in for a fine-tune, to try drift checks and ``vsp-assert compare``. ``--tower vision`` puts the noise
+    on a vision-encoder layer instead: an update after which the SAE no longer fits (``--vsp-min-sae-fit``)."""
     import torch
 
     from vsp_assert.engine.models import load_model
     from vsp_assert.testing import save_model
 
     loaded = load_model(args.model)
-    layers = loaded.model.model.language_model.layers
+    inner = loaded.model.model
+    layers = inner.vision_tower.encoder.layers if args.tower == "vision" else inner.language_model.layers
     if not 0 <= args.layer < len(layers):
         print(f"vsp-assert: error: --layer must be in 0..{len(layers) - 1}, got {args.layer}", file=sys.stderr)
         return 2
@@ -70,7 +72,8 @@ def _perturb(args: argparse.Namespace) -> int:
         for param in layers[args.layer].parameters():
             param.add_(args.scale * param.std() * torch.randn(param.shape, generator=gen))
     save_model(loaded, args.out)
-    print(f"perturbed LM layer {args.layer} (noise {args.scale:g} × each tensor's std); saved to {args.out}")
+    which = "vision-encoder" if args.tower == "vision" else "LM"
+    print(f"perturbed {which} layer {args.layer} (noise {args.scale:g} × each tensor's std); saved to {args.out}")
     return 0
 
 
@@ -110,10 +113,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     ex.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")
     ex.set_defaults(func=_export)
 
-    pt = sub.add_parser("perturb", help="save a copy of a shapes model with noise on one LM layer (a mock update)")
+    pt = sub.add_parser("perturb", help="save a copy of a shapes model with noise on one layer (a mock update)")
     pt.add_argument("--out", required=True, help="folder to write the perturbed model to")
     pt.add_argument("--model", default="shapes", help="model to start from (default: the shipped one)")
-    pt.add_argument("--layer", type=int, default=1, help="LM layer to perturb (default 1)")
+    pt.add_argument("--layer", type=int, default=1, help="layer to perturb (default 1)")
+    pt.add_argument("--tower", choices=("lm", "vision"), default="lm",
+                    help="lm (default: the SAE still fits) or vision (the vision encoder changes under the SAE)")
     pt.add_argument("--scale", type=float, default=1.0, help="noise scale, in units of each tensor's std")
     pt.add_argument("--seed", type=int, default=0, help="noise seed")
     pt.set_defaults(func=_perturb)
