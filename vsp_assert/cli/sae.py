@@ -70,7 +70,8 @@ def add_train_parser(sae_sub: argparse._SubParsersAction) -> argparse.ArgumentPa
     tr.add_argument("--out", required=True, help="SAE folder to write (SAELens format + sidecar + training.json)")
     tr.add_argument("--layer", default=None, help="vision layer to hook (default: the one the adapter feeds the LM)")
     tr.add_argument("--d-sae", type=int, default=None, help="latents (default: 8 × the layer's width)")
-    tr.add_argument("--k", type=int, default=d.k, help=f"active latents per patch (default {d.k})")
+    tr.add_argument("--k", type=int, default=None,
+                    help="active latents per patch (default: the layer's width / 8, between 4 and 32)")
     tr.add_argument("--steps", type=int, default=d.steps, help=f"training steps (default {d.steps})")
     tr.add_argument("--batch-size", type=int, default=d.batch_size, help=f"patches per step (default {d.batch_size})")
     tr.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default {d.lr:g})")

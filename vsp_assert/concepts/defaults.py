@@ -28,10 +28,11 @@ FORMATS: tuple[str, ...] = ("saev", "prisma", "patchsae")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """``sae train``'s options. ``d_sae=None`` → 8 × ``d_in``; ``warmup_steps`` is capped at a tenth of ``steps``."""
+    """``sae train``'s options. ``d_sae=None`` → 8 × ``d_in``; ``k=None`` → :func:`default_k`; ``warmup_steps`` is
+    capped at a tenth of ``steps``."""
 
     d_sae: int | None = None
-    k: int = 32
+    k: int | None = None  # None: default_k(d_in)
     steps: int = 2000
     batch_size: int = 1024  # activation rows per step
     lr: float = 2e-3
@@ -44,3 +45,10 @@ class TrainConfig:
     image_batch: int = 16  # images per model forward
     checkpoint_every: int = 200
     holdout: int | None = None  # held-out images (None: every 10th, at most 256; one when fewer than 10)
+
+
+def default_k(d_in: int) -> int:
+    """Active latents per patch when ``--k`` is not given: ``d_in / 8``, between 4 and 32. 32 is the usual choice
+    for wide towers (CLIP-L, 1024 wide); on a narrow layer it would make the code dense (half of the shapes
+    model's 64 dimensions), so it scales down with the width."""
+    return max(4, min(32, d_in // 8))

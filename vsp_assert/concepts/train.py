@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from vsp_assert.concepts.activations import RecordStream, ShuffleBuffer, resolve_layer, stream_activations
-from vsp_assert.concepts.defaults import TrainConfig
+from vsp_assert.concepts.defaults import TrainConfig, default_k
 from vsp_assert.concepts.sources import ImageRecord
 from vsp_assert.engine.models import LoadedModel
 from vsp_assert.errors import InputError, SAEError
@@ -239,8 +239,9 @@ def train_sae(
     path = resolve_layer(loaded, layer)
     d_in = loaded.adapter.vision_width()
     d_sae = cfg.d_sae or 8 * d_in
-    if cfg.k < 1 or cfg.k > d_sae:
-        raise InputError("k must be between 1 and d_sae", field="k", received=cfg.k, allowed=f"1..{d_sae}")
+    k = cfg.k if cfg.k is not None else default_k(d_in)
+    if k < 1 or k > d_sae:
+        raise InputError("k must be between 1 and d_sae", field="k", received=k, allowed=f"1..{d_sae}")
     if cfg.buffer < cfg.batch_size:
         raise InputError("the shuffle buffer must hold at least one batch", field="buffer", received=cfg.buffer,
                          allowed=f">= batch size ({cfg.batch_size})")
@@ -259,7 +260,7 @@ def train_sae(
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         _check_resume(state, cfg, name, path, d_in, ckpt_path)
     recipe = StepRecipe(steps=cfg.steps, lr=cfg.lr, warmup_steps=min(cfg.warmup_steps, max(1, cfg.steps // 10)),
-                        k=cfg.k, aux_k=cfg.aux_k, aux_coef=cfg.aux_coef, dead_after=cfg.dead_after)
+                        k=k, aux_k=cfg.aux_k, aux_coef=cfg.aux_coef, dead_after=cfg.dead_after)
     dev = loaded.device  # the SAE trains beside the model; rows are streamed and buffered on the CPU
     t_start = time.perf_counter()
     stream = RecordStream(loaded, train_records, layer=path, image_batch=cfg.image_batch, seed=cfg.seed,
@@ -273,12 +274,12 @@ def train_sae(
                            field="d_in", received=buffer.data.shape[1], allowed=str(d_in))
         var = (buffer.data - buffer.data.mean(0)).pow(2).sum(-1).mean()  # scalar
         torch.manual_seed(cfg.seed)
-        sae = TopKSAE(d_in, d_sae, cfg.k, buffer.data.median(0).values).to(dev)
+        sae = TopKSAE(d_in, d_sae, k, buffer.data.median(0).values).to(dev)
         stepper = TopKStep(sae, recipe, var.to(dev))
         start, prior_seconds, prior_acts, prior_extract = 0, 0.0, 0, 0.0
     else:
         buffer = ShuffleBuffer(stream, cfg.buffer, data=state["buffer"])
-        sae = TopKSAE(d_in, d_sae, cfg.k, torch.zeros(d_in)).to(dev)
+        sae = TopKSAE(d_in, d_sae, k, torch.zeros(d_in)).to(dev)
         sae.load_state_dict(state["sae"])
         stepper = TopKStep(sae, recipe, state["var"].to(dev))
         stepper.opt.load_state_dict(state["opt"])  # Adam moves its state to the parameters' device
@@ -342,9 +343,9 @@ def train_sae(
         "dead_fraction_train": round(float((stepper.since_fired > cfg.dead_after).float().mean().cpu()), 4),
         "seconds": round(seconds, 2), "activations": activations,
         "activations_per_second": round(activations / extract_seconds, 1) if extract_seconds > 0 else None,
-        "model": name, "hook_layer": path, "d_in": d_in, "d_sae": d_sae, "k": cfg.k, "config": asdict(cfg),
+        "model": name, "hook_layer": path, "d_in": d_in, "d_sae": d_sae, "k": k, "config": asdict(cfg),
     })
-    folder = _write(out, sae, cfg.k, path, name, stats)
+    folder = _write(out, sae, k, path, name, stats)
     ckpt_path.unlink(missing_ok=True)
     return folder, stats
 
