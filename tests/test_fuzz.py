@@ -214,7 +214,8 @@ def case_to_dict(case: Case) -> dict[str, Any]:
 
 
 def file_to_dict(parsed: CaseFile) -> dict[str, Any]:
-    doc: dict[str, Any] = {"defaults": {"min_score": parsed.cases[0].min_score},
+    min_score = parsed.cases[0].min_score  # None: each concept's calibrated threshold (no file default)
+    doc: dict[str, Any] = {"defaults": {"min_score": min_score} if min_score is not None else {},
                            "cases": [case_to_dict(c) for c in parsed.cases]}
     for key in ("model", "sae"):
         if getattr(parsed, key) is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -84,10 +85,8 @@ def test_version_2_round_trips_and_answers_the_accessors(tmp_path):
     assert again.references(1) == [("b.png", 0.5), ("a.png", 0.25)] and again.references(2) == []
 
 
-def test_the_shipped_version_1_file_loads_unchanged():
-    from vsp_assert.shapes import SAE_DIR
-
-    path = SAE_DIR / "concepts.json"
+def test_a_version_1_file_loads_unchanged():
+    path = Path(__file__).parent / "corpus" / "concepts_v1.json"  # the shapes labels as shipped before version 2
     raw = json.loads(path.read_text())
     labels = ConceptLabels.load(path, d_sae=256)
     assert labels.to_dict() == raw  # written back in the same (version 1) form
