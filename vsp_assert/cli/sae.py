@@ -91,23 +91,10 @@ def add_train_parser(sae_sub: argparse._SubParsersAction) -> argparse.ArgumentPa
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add the ``sae`` group (``train``, and ``import`` when :mod:`vsp_assert.cli.sae_import` exists)."""
+    """Add the ``sae`` group: ``train`` (here) and ``import`` (:mod:`vsp_assert.cli.sae_import`)."""
+    from vsp_assert.cli.sae_import import add_import_parser
+
     sae = subparsers.add_parser("sae", help="train or import a sparse autoencoder for a model")
     sae_sub = sae.add_subparsers(dest="sae_command", required=True)
     add_train_parser(sae_sub)
-    try:
-        from vsp_assert.cli.sae_import import add_import_parser
-    except ImportError:
-        return
     add_import_parser(sae_sub)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vsp-assert")
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
