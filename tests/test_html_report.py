@@ -339,3 +339,51 @@ def test_session_report_renders_in_headless_chromium(session_report: Path, saved
     pixels = np.asarray(Image.open(saved["image"]).convert("RGB")).reshape(-1, 3)  # [1600, 3]
     shown = sum(1 for p in pixels if seen.get((int(p[0]), int(p[1]), int(p[2])), 0) >= 16)
     assert shown >= 0.9 * len(pixels)
+
+
+# ---------------------------------------------------------------------- latent cards (concepts build's atlas)
+@pytest.fixture(scope="module")
+def atlas_sae(tmp_path_factory) -> Path:
+    """A copy of the shapes SAE whose concepts were built, with an atlas, on a small shapes export."""
+    from vsp_assert.cli import main
+    from vsp_assert.shapes import SAE_DIR
+    from vsp_assert.shapes.export import export
+
+    root = tmp_path_factory.mktemp("atlas")
+    manifest = export(root / "export", 24, seed=5)
+    sae = root / "sae"
+    shutil.copytree(SAE_DIR, sae)
+    assert main(["concepts", "build", "--model", "shapes", "--sae", str(sae), "--images", str(manifest)]) == 0
+    return sae
+
+
+def test_each_heatmap_latent_has_a_card_with_its_stats_and_reference_images(atlas_sae, tmp_path):
+    from vsp_assert import load_model, load_sae
+    from vsp_assert.render.concepts import latent_header
+    from vsp_assert.shapes import Scene
+
+    pad = Scratchpad(load_model("shapes"), load_sae(atlas_sae))
+    image = Scene.from_dict({"background": "stripes",
+                             "shapes": [{"shape": "square", "color": "red", "x": 32, "y": 32, "size": 26}]}).render()
+    trace = pad.run(image, "What shape is the red object?")
+    page = write_report(tmp_path / "out", [("case", trace, [check_answer(trace, AnswerSpec(equals="triangle"))])])
+    html = page.read_text(encoding="utf-8")
+    columns = heatmap(trace).latents
+    cards = re.findall(r'<details class="latent" data-latent="(\d+)">(.*?)</details>', html, re.S)
+    assert [int(i) for i, _ in cards] == columns
+    labels = trace.labels
+    assert labels is not None
+    for latent, body in cards:
+        k = int(latent)
+        assert latent_header(labels, k).split("  ")[0] in body  # its name and statistics
+        assert body.count('<img src="data:image/png;base64,') == len(labels.references(k)) > 0
+    # open every card and look: the first card's first thumbnail is on screen
+    opened = tmp_path / "opened.html"
+    opened.write_text(html.replace('<details class="latent"', '<details open class="latent"'), encoding="utf-8")
+    first = re.search(r'<img src="data:image/png;base64,([^"]+)"', cards[0][1])
+    assert first is not None
+    thumb = np.asarray(Image.open(io.BytesIO(base64.b64decode(first.group(1)))).convert("RGB")).reshape(-1, 3)
+    colours, counts = np.unique(thumb, axis=0, return_counts=True)
+    main_colour = tuple(int(c) for c in colours[int(np.argmax(counts))])
+    seen = screenshot(opened, tmp_path)
+    assert seen.get(main_colour, 0) >= 0.5 * int(counts.max()), f"thumbnail colour {main_colour} not on screen"

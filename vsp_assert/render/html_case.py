@@ -160,6 +160,8 @@ def latents_html(trace: Trace, latents: Sequence[int]) -> str:
     labels = trace.labels
     if labels is None or not latents:
         return ""
+    from PIL import Image
+
     from vsp_assert.render.concepts import latent_header
 
     index, index_path = labels.atlas_index(), labels.atlas_path()
@@ -172,7 +174,7 @@ def latents_html(trace: Trace, latents: Sequence[int]) -> str:
             thumbs = thumbnails(index_path, index, latent)
         refs = labels.references(latent)
         figures = "".join(
-            _figure(png_data_uri(thumb.resize((THUMB_BOX, THUMB_BOX), PILImage.Resampling.NEAREST)),
+            _figure(png_data_uri(thumb.resize((THUMB_BOX, THUMB_BOX), Image.Resampling.NEAREST)),
                     f"score {score:.3g}", css_class="ref", alt=f"reference image {n + 1} of #{latent}")
             for n, (thumb, (_, score)) in enumerate(zip(thumbs, refs)))
         named = [c for c, ids in labels.concepts.items() if latent in ids]
