@@ -60,6 +60,14 @@ def results(tiny: Any, tiny_sae: Any) -> list[tuple[str, Any, list[Any]]]:
         check_causal(bad_trace, CausalSpec(ablate=("stripes",), min_drop=2.0), bad_effect),
     ]
     assert all(r.passed for r in passing) and not any(r.passed for r in failing)
+    # min_score=-1.0 and min_drop=-1.0 cannot fail: the figures they measured must equal direct computations
+    red = [1, 2]  # the latents of "red" in tiny_sae (tests/conftest.py)
+    assert passing[1].latents == red
+    assert passing[1].measured.startswith(f"score {float(ok_trace.acts[:, red].mean(0).sum()):.3f}, ")
+    direct, = pad.intervene(ok_trace, [Intervention.ablate(*red)])
+    assert ok_effect.latents == red
+    assert (ok_effect.p_before, ok_effect.p_after, ok_effect.drop) == (direct.p_before, direct.p_after, direct.drop)
+    assert ok_effect.p_before == pytest.approx(ok_trace.answer_prob, rel=1e-4)
     return [("tests/test_colors.py::test_square", ok_trace, passing),
             ("tests/test_colors.py::test_<b>evil</b>", bad_trace, failing)]
 
@@ -273,7 +281,7 @@ def session_report(vsp: pytest.Pytester, saved: dict[str, Any]) -> Path:
     return pytester.path / "out" / "index.html"
 
 
-def test_pytest_session_writes_the_report(session_report: Path) -> None:
+def test_pytest_session_writes_the_report(session_report: Path, saved: dict[str, Any]) -> None:
     page = parse(session_report.read_text(encoding="utf-8"))
     assert [s["status"] for s in page.sections] == ["failed", "passed"]
     assert all(s["rows"] and len(set(s["rows"])) == 1 and s["rows"][0] == len(s["latents"]) for s in page.sections)
@@ -281,6 +289,16 @@ def test_pytest_session_writes_the_report(session_report: Path) -> None:
     assert [c["nodeid"] for c in data["results"]] == ["test_cases.yaml::wrong-answer", "test_cases.yaml::right-answer"]
     assert [r["kind"] for r in data["results"][1]["records"]] == ["answer", "captured", "causal"]
     assert "intervention" in data["results"][1]["records"][2]
+    # min_drop: -1.0 cannot fail: the reported figures must equal a direct ablation on the same model
+    from vsp_assert import load_model, load_sae
+
+    pad = Scratchpad(load_model(saved["model"]), load_sae(saved["sae"]), max_new_tokens=3)
+    trace = pad.run(saved["image"], "what color is the square ?")
+    direct, = pad.intervene(trace, [Intervention.ablate(f"#{saved['top_latent']}")])
+    assert data["results"][1]["answer_prob"] == trace.answer_prob
+    shown = data["results"][1]["records"][2]["intervention"]
+    assert (shown["drop"], shown["p_after"]) == (direct.drop, direct.p_after)
+    assert shown["answer_after"] == direct.answer_after
 
 
 # ---------------------------------------------------------------------- headless Chromium

@@ -23,6 +23,15 @@ cases:
 """
 
 
+def direct_trace(saved, prompt="what color is the square ?"):
+    """The trace of ``prompt`` on the saved image, run directly on the saved model and SAE."""
+    import vsp_assert
+
+    pad = vsp_assert.Scratchpad(vsp_assert.load_model(saved["model"]), vsp_assert.load_sae(saved["sae"]),
+                                max_new_tokens=3)
+    return pad.run(saved["image"], prompt)
+
+
 def test_baseline_lifecycle(vsp, saved, perturbed):
     vsp.makefile(".yaml", test_drift=CASES)
     baseline = vsp.path / "test_drift.baseline.json"
@@ -35,6 +44,14 @@ def test_baseline_lifecycle(vsp, saved, perturbed):
     doc = json.loads(baseline.read_text())
     assert sorted(doc["cases"]) == ["first", "second"] and doc["version"] == 1
     assert doc["cases"]["first"]["answer"] == saved["answer"]
+    # `not: "zzz"` cannot fail: the recorded profile must be the one a direct run of the case gives
+    trace, entry = direct_trace(saved), doc["cases"]["first"]
+    assert entry["answer_prob"] == round(trace.answer_prob, 4)
+    assert [t["text"] for t in entry["tokens"]] == list(trace.output_tokens)
+    for t, token in enumerate(entry["tokens"]):
+        assert [(i, s) for _, i, s in token["top"]] == [(i, round(s, 4)) for i, s in trace.top_concepts(t, 10)]
+    assert [(i, s) for _, i, s in entry["captured"]] == [(i, round(s, 4)) for i, s in trace.top_captured(10)]
+    assert entry["tokens"][0]["top"][0][1] == saved["top_latent"]
 
     vsp.runpytest().assert_outcomes(passed=2)  # same model: no drift
 
@@ -51,10 +68,15 @@ def test_update_keeps_entries_of_cases_that_did_not_run(vsp):
     vsp.runpytest("--vsp-update-baseline").assert_outcomes(passed=2)
     path = vsp.path / "test_keep.baseline.json"
     before = json.loads(path.read_text())
+    edited = json.loads(path.read_text())
+    edited["cases"]["first"]["answer"] = "hand-edited"
+    edited["cases"]["first"]["answer_prob"] = 0.5
+    path.write_text(json.dumps(edited))
     vsp.runpytest("--vsp-update-baseline", "-k", "first").assert_outcomes(passed=1, deselected=1)
     after = json.loads(path.read_text())
     assert after["cases"]["second"] == before["cases"]["second"]
     assert sorted(after["cases"]) == ["first", "second"]
+    assert after["cases"]["first"] == before["cases"]["first"]  # the case that ran was rewritten, edit gone
 
 
 def test_baseline_files_are_identical_across_runs(vsp):
@@ -62,6 +84,7 @@ def test_baseline_files_are_identical_across_runs(vsp):
     path = vsp.path / "test_same.baseline.json"
     vsp.runpytest("--vsp-update-baseline")
     once = path.read_bytes()
+    assert once and sorted(json.loads(once)["cases"]) == ["first", "second"]
     vsp.runpytest("--vsp-update-baseline", "-p", "no:randomly")
     assert path.read_bytes() == once
 

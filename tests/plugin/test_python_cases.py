@@ -2,6 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import xml.etree.ElementTree as ET
+
+PROMPT = "what color is the square ?"
+
+
+def direct_ablation(saved, latent):
+    """The ablation of ``#latent`` measured directly, outside pytest, on the same saved model and SAE."""
+    import vsp_assert
+    from vsp_assert import Intervention
+
+    pad = vsp_assert.Scratchpad(vsp_assert.load_model(saved["model"]), vsp_assert.load_sae(saved["sae"]),
+                                max_new_tokens=3)
+    trace = pad.run(saved["image"], PROMPT)
+    return pad.intervene(trace, [Intervention.ablate(f"#{latent}")])[0]
+
 
 def test_fluent_assertions_pass_and_fail_with_evidence(vsp, saved):
     vsp.makepyfile(test_fluent=f"""
@@ -15,7 +31,7 @@ def test_fluent_assertions_pass_and_fail_with_evidence(vsp, saved):
             trace = scratchpad.run("img.png", "what color is the square ?")
             trace.assert_captured("#{saved['absent']}", min_score=100.0)
     """)
-    result = vsp.runpytest()
+    result = vsp.runpytest("--junitxml=out.xml", "--vsp-report", "out")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines([
         "*trace.assert_captured(*",  # the failure points at the user's line
@@ -25,6 +41,18 @@ def test_fluent_assertions_pass_and_fail_with_evidence(vsp, saved):
         "*token-latent heatmap*",
     ])
     assert "assertions.py" not in result.stdout.str()  # __tracebackhide__ hides our frames
+    # min_drop=-1.0 cannot fail: the figures the plugin reports must equal a direct ablation on the same model
+    direct = direct_ablation(saved, saved["top_latent"])
+    props = {p.get("name"): p.get("value") for p in ET.parse(vsp.path / "out.xml").iter("property")}
+    drops = [float(v) for k, v in props.items() if k.startswith("vsp_drop[")]
+    assert drops == [float(f"{direct.drop:.6g}")]
+    report = json.loads((vsp.path / "out" / "report.json").read_text(encoding="utf-8"))
+    good, = (c for c in report["results"] if c["nodeid"].endswith("test_good"))
+    shown = [r["intervention"] for r in good["records"] if r.get("intervention")]
+    assert len(shown) == 1
+    assert shown[0]["drop"] == direct.drop
+    assert shown[0]["p_after"] == direct.p_after
+    assert shown[0]["answer_after"] == direct.answer_after
 
 
 def test_vsp_error_in_a_test_is_one_message(vsp):
@@ -83,7 +111,5 @@ def test_failing_python_case_records_junit_properties(vsp, saved):
             scratchpad.run("img.png", "what color is the square ?").assert_answer("not this")
     """)
     vsp.runpytest("--junitxml=out.xml").assert_outcomes(failed=1)
-    import xml.etree.ElementTree as ET
-
     props = {p.get("name"): p.get("value") for p in ET.parse(vsp.path / "out.xml").iter("property")}
     assert props["vsp_answer"] == saved["answer"] and props["vsp_failed_checks"] == "1"

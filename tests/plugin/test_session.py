@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import xml.etree.ElementTree as ET
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -18,7 +19,7 @@ def _cases(n, prompt="what color is the square ?"):
     return "cases:" + body
 
 
-def test_model_is_loaded_once_for_yaml_and_python_cases(vsp):
+def test_model_is_loaded_once_for_yaml_and_python_cases(vsp, saved):
     vsp.makefile(".yaml", test_many=_cases(6))
     vsp.makepyfile(test_fixtures="""
         import pytest
@@ -26,9 +27,18 @@ def test_model_is_loaded_once_for_yaml_and_python_cases(vsp):
         def test_uses_fixtures(scratchpad, vsp_model, vsp_sae, i):
             assert scratchpad.loaded is vsp_model and scratchpad.sae is vsp_sae
     """)
-    result = vsp.runpytest()
+    result = vsp.runpytest("--junitxml=out.xml")
     result.assert_outcomes(passed=9)
     result.stdout.fnmatch_lines(["*model loads this session: 1*"])
+    # `not: "zzz"` cannot fail: each case's recorded answer must be the one a direct run gives
+    import vsp_assert
+
+    pad = vsp_assert.Scratchpad(vsp_assert.load_model(saved["model"]), vsp_assert.load_sae(saved["sae"]),
+                                max_new_tokens=3)
+    direct = pad.run(saved["image"], "what color is the square ?").answer
+    answers = {case.get("name"): [p.get("value") for p in case.iter("property") if p.get("name") == "vsp_answer"]
+               for case in ET.parse(vsp.path / "out.xml").iter("testcase") if "yaml" in case.get("classname", "")}
+    assert answers == {f"case-{i}": [direct] for i in range(6)}
 
 
 def test_no_colour_when_not_a_tty(vsp):
@@ -65,17 +75,23 @@ def test_no_hook_survives_a_case(vsp):
         from vsp_assert.pytest_plugin.session import vsp_session
 
         counts = []
+        forwards = []
 
         @pytest.hookimpl(trylast=True)
         def pytest_runtest_teardown(item):
-            counts.extend(count_hooks(pad.model) for pad in vsp_session(item.config).pads.values())
+            pads = vsp_session(item.config).pads.values()
+            counts.extend(count_hooks(pad.model) for pad in pads)
+            forwards.append(sum(pad.stats["intervention_forward"] for pad in pads))
 
         def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(f"HOOK COUNTS {counts}")
+            terminalreporter.write_line(f"INTERVENTION FORWARDS {forwards}")
     """)
     result = vsp.runpytest()
     result.assert_outcomes(passed=4, failed=1)
     result.stdout.fnmatch_lines(["HOOK COUNTS [[]0, 0, 0, 0, 0[]]"])
+    # `min_drop: -1.0` cannot fail: every case must actually have run its intervention (one batched forward each)
+    result.stdout.fnmatch_lines(["INTERVENTION FORWARDS [[]1, 2, 3, 4, 5[]]"])
 
 
 def test_the_model_loads_in_setup_not_in_the_first_cases_call(vsp):

@@ -2,7 +2,26 @@
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
+
 PROMPT = "what color is the square ?"  # the prompt the 'saved' fixture answered
+
+
+def direct_figures(saved, latent):
+    """Answer probability and the ablation drop of ``#latent``, measured directly on the saved model and SAE,
+    rounded to the 6 significant digits the plugin writes into JUnit properties."""
+    import vsp_assert
+    from vsp_assert import Intervention
+
+    pad = vsp_assert.Scratchpad(vsp_assert.load_model(saved["model"]), vsp_assert.load_sae(saved["sae"]),
+                                max_new_tokens=3)
+    trace = pad.run(saved["image"], PROMPT)
+    effect, = pad.intervene(trace, [Intervention.ablate(f"#{latent}")])
+    return float(f"{trace.answer_prob:.6g}"), float(f"{effect.drop:.6g}")
+
+
+def junit_properties(path):
+    return {p.get("name"): p.get("value") for p in ET.parse(path).iter("property")}
 
 
 def case_file(saved, **expect_overrides):
@@ -28,9 +47,14 @@ cases:
 
 def test_passing_case_file(vsp, saved):
     vsp.makefile(".yaml", test_cases=case_file(saved))
-    result = vsp.runpytest("-v")
+    result = vsp.runpytest("-v", "--junitxml=out.xml")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*test_cases.yaml::right-answer PASSED*"])
+    # min_drop: -1.0 cannot fail; the measured drop it passed with must be the one a direct ablation gives
+    prob, drop = direct_figures(saved, saved["top_latent"])
+    props = junit_properties(vsp.path / "out.xml")
+    assert float(props[f"vsp_drop[ablate [#{saved['top_latent']}]]"]) == drop
+    assert float(props["vsp_answer_prob"]) == prob
 
 
 def test_failing_case_prints_records_and_heatmap(vsp, saved):
@@ -125,10 +149,9 @@ def test_yaml_files_without_cases_key_are_ignored(vsp):
 def test_key_figures_become_junit_properties(vsp, saved):
     vsp.makefile(".yaml", test_props=case_file(saved))
     vsp.runpytest("--junitxml=out.xml").assert_outcomes(passed=1)
-    import xml.etree.ElementTree as ET
-
-    props = {p.get("name"): p.get("value") for p in ET.parse(vsp.path / "out.xml").iter("property")}
+    props = junit_properties(vsp.path / "out.xml")
+    prob, drop = direct_figures(saved, saved["top_latent"])
     assert props["vsp_answer"] == saved["answer"]
-    assert float(props["vsp_answer_prob"]) > 0 and props["vsp_failed_checks"] == "0"
+    assert float(props["vsp_answer_prob"]) == prob and props["vsp_failed_checks"] == "0"
     assert props["vsp_checks"] == "5" and props["vsp_top_concepts"]
-    assert any(name.startswith("vsp_drop[") for name in props)
+    assert [float(v) for name, v in props.items() if name.startswith("vsp_drop[")] == [drop]
