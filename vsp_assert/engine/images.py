@@ -12,6 +12,8 @@ image can be unusable (missing, unreadable, not an image, too small, absurdly la
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ def probe_image_file(path: str | os.PathLike[str], *, source: str | None = None,
     """The ``(width, height)`` of an image file, from its header only (nothing decoded): cheap enough to run on
     every case at collection. Raises :class:`InputError` for a missing path, a folder or other non-file, a file
     that cannot be opened or is not an image, or a size out of bounds. ``source``/``line`` name the case file."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     path = Path(path)
     try:
@@ -42,17 +44,25 @@ def probe_image_file(path: str | os.PathLike[str], *, source: str | None = None,
     if not path.is_file():
         raise InputError("expected an image file, got something else (a device, socket or pipe)", file=source,
                          line=line, field=field, received=str(path))
+    with _reading(path, source=source, line=line, field=field), Image.open(path) as opened:
+        w, h = opened.size
+    _check_size(w, h, f"{w}x{h} ({path})", source=source, line=line, field=field)
+    return w, h
+
+
+@contextmanager
+def _reading(path: Path, *, source: str | None, line: int | None, field: str) -> Iterator[None]:
+    """PIL's errors while opening or decoding ``path`` as one :class:`InputError` naming where it was given."""
+    from PIL import Image, UnidentifiedImageError
+
     try:
-        with Image.open(path) as opened:
-            w, h = opened.size
+        yield
     except Image.DecompressionBombError:
         raise InputError("image is too large", file=source, line=line, field=field, received=str(path),
                          allowed=f"at most {MAX_PIXELS:,} pixels") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"not a readable image ({type(exc).__name__})", file=source, line=line, field=field,
                          received=str(path), allowed="PNG, JPEG, BMP, GIF, WebP, TIFF") from None
-    _check_size(w, h, f"{w}x{h} ({path})", source=source, line=line, field=field)
-    return w, h
 
 
 def _check_size(w: int, h: int, shown: str, *, source: str | None, line: int | None, field: str) -> None:
@@ -69,21 +79,14 @@ def load_image(image: Any, *, source: str | None = None, line: int | None = None
 
     ``source`` and ``line`` name where the image was given (a case file and the line of its ``image`` field);
     every error names them, with ``field``."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
         probe_image_file(path, source=source, line=line, field=field)
-        try:
-            with Image.open(path) as opened:
-                opened.load()
-                img = opened.copy()
-        except Image.DecompressionBombError:
-            raise InputError("image is too large", file=source, line=line, field=field, received=str(path),
-                             allowed=f"at most {MAX_PIXELS:,} pixels") from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise InputError(f"not a readable image ({type(exc).__name__})", file=source, line=line, field=field,
-                             received=str(path), allowed="PNG, JPEG, BMP, GIF, WebP, TIFF") from None
+        with _reading(path, source=source, line=line, field=field), Image.open(path) as opened:
+            opened.load()
+            img = opened.copy()
         shown = f"{img.size[0]}x{img.size[1]} ({path})"
     elif isinstance(image, Image.Image):
         img = image
