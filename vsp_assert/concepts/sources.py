@@ -199,12 +199,13 @@ def _read_folder(folder: Path) -> tuple[str, list[tuple[str, ImageRecord]]]:
 
 
 # ---------------------------------------------------------------------- manifests
-def _record(manifest: Path, where: str, row: Mapping[str, Any], labels: list[str], masks: dict[str, str],
+def _record(manifest: Path, number: int, row: Mapping[str, Any], labels: list[str], masks: dict[str, str],
             extra: dict[str, Any]) -> ImageRecord:
+    """The record of manifest row ``number`` (its line), its paths resolved against the manifest's folder."""
     image = row.get("image")
     if not isinstance(image, str) or not image.strip():
-        raise InputError("every manifest row needs an image path", file=where, field="image", received=image,
-                         allowed="a path relative to the manifest's folder")
+        raise InputError("every manifest row needs an image path", file=str(manifest), line=number, field="image",
+                         received=image, allowed="a path relative to the manifest's folder")
     base = manifest.parent
     mask_paths = {label: base / p for label, p in masks.items()}
     all_labels = tuple(dict.fromkeys([*labels, *mask_paths]))
@@ -238,11 +239,7 @@ def _read_jsonl(manifest: Path) -> list[tuple[str, ImageRecord]]:
             raise InputError("masks must map a label to a mask path", file=str(manifest), line=number,
                              field="masks", received=masks, allowed='{"red": "masks/0_red.png"}')
         extra = {k: v for k, v in row.items() if k not in ("image", "labels", "masks")}
-        try:
-            rows.append((where, _record(manifest, where, row, labels, masks, extra)))
-        except InputError as exc:
-            raise InputError(exc.message, file=str(manifest), line=number, field=exc.field, received=exc.received,
-                             allowed=exc.allowed) from None
+        rows.append((where, _record(manifest, number, row, labels, masks, extra)))
     return rows
 
 
@@ -271,9 +268,5 @@ def _read_csv(manifest: Path) -> list[tuple[str, ImageRecord]]:
         cells = {label: (row.get(col) or "").strip() for col, label in mask_cols.items()}
         masks = {label: cell for label, cell in cells.items() if cell}
         extra = {k: v for k, v in row.items() if k not in ("image", "labels") and k not in mask_cols}
-        try:
-            rows.append((where, _record(manifest, where, row, labels, masks, extra)))
-        except InputError as exc:
-            raise InputError(exc.message, file=str(manifest), line=number, field=exc.field, received=exc.received,
-                             allowed=exc.allowed) from None
+        rows.append((where, _record(manifest, number, row, labels, masks, extra)))
     return rows
