@@ -21,6 +21,7 @@ Everything is seeded: the same seed and step count give the same weights. The SA
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -33,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from transformers import LlavaForConditionalGeneration
 
+from vsp_assert.files import atomic_write_text
 from vsp_assert.shapes.build import build_model, build_tokenizer, save_model_folder
 from vsp_assert.shapes.inference import PromptEncoder, pixel_values
 from vsp_assert.shapes.labelling import label_matrix
@@ -196,6 +198,6 @@ def train_and_save(cfg: TrainConfig, out: str | Path, *, log: Callable[[str], No
     """Train by the recipe and write the model folder (weights, config, tokenizer, processor) to ``out``."""
     model, summary = train_model(cfg, log=log)
     folder = save_model_folder(model, Path(out))
-    (folder / "training.json").write_text(__import__("json").dumps(summary, indent=2) + "\n")
+    atomic_write_text(folder / "training.json", json.dumps(summary, indent=2) + "\n")
     log(f"saved model to {folder} ({summary['train_seconds']}s)")
     return folder

@@ -29,6 +29,7 @@ from transformers import LlavaForConditionalGeneration
 
 from vsp_assert.concepts.train import StepRecipe, TopKSAE, TopKStep, explained_variance
 from vsp_assert.engine.sae import save_sae
+from vsp_assert.files import atomic_write_text
 from vsp_assert.shapes.inference import layer_activations
 from vsp_assert.shapes.labelling import build_labels, concept_precision
 from vsp_assert.shapes.train import hook_layer_path
@@ -147,7 +148,7 @@ def train_and_save_sae(
             }
         },
     )
-    (Path(folder) / "training.json").write_text(json.dumps(stats, indent=2) + "\n")
+    atomic_write_text(Path(folder) / "training.json", json.dumps(stats, indent=2) + "\n")
     log(
         f"SAE: explained variance {stats['explained_variance']}, dead {len(labels.dead)}/{cfg.d_sae} "
         f"({stats['dead_fraction']:.1%}): {labels.dead}"
