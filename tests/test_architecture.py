@@ -25,7 +25,8 @@ LINE_LIMIT = 400
 # The errors and the file writer are the floor; the engine (and the adapters, which are engine plug-ins) sits on
 # them; the checks read the engine; concept building reads the engine only; the renderers format what the engine
 # and the checks produced; the pytest plugin and the CLI sit on top.
-_ABOVE_ENGINE = ("vsp_assert.checks", "vsp_assert.render", "vsp_assert.pytest_plugin", "vsp_assert.cli")
+_ABOVE_ENGINE = ("vsp_assert.checks", "vsp_assert.render", "vsp_assert.pytest_plugin", "vsp_assert.cli",
+                 "vsp_assert.explore")
 FORBIDDEN = {
     "vsp_assert.errors": ("vsp_assert.engine", "vsp_assert.plugins", "vsp_assert.concepts", "vsp_assert.shapes",
                           "vsp_assert.testing", *_ABOVE_ENGINE),
@@ -34,8 +35,10 @@ FORBIDDEN = {
     "vsp_assert.engine": _ABOVE_ENGINE,
     "vsp_assert.plugins": _ABOVE_ENGINE,
     "vsp_assert.concepts": _ABOVE_ENGINE,
-    "vsp_assert.checks": ("vsp_assert.render", "vsp_assert.pytest_plugin", "vsp_assert.cli"),
-    "vsp_assert.render": ("vsp_assert.pytest_plugin", "vsp_assert.cli"),
+    "vsp_assert.checks": ("vsp_assert.render", "vsp_assert.pytest_plugin", "vsp_assert.cli", "vsp_assert.explore"),
+    "vsp_assert.render": ("vsp_assert.pytest_plugin", "vsp_assert.cli", "vsp_assert.explore"),
+    # the explorer sits beside the CLI (which starts it), above the engine, the checks and the renderers
+    "vsp_assert.explore": ("vsp_assert.pytest_plugin", "vsp_assert.cli"),
 }
 
 # Modules over LINE_LIMIT lines when this check was written, with their size then. An entry may only shrink:

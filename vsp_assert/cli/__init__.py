@@ -1,7 +1,8 @@
 """The ``vsp-assert`` command line: the parser and :func:`main`; each command lives in its own module.
 
 :func:`build_parser` registers the command groups: ``run`` (:mod:`vsp_assert.cli.run`), ``shapes``
-(:mod:`vsp_assert.shapes.cli`) and ``compare`` (:mod:`vsp_assert.cli.compare`). Each module's ``add_commands``
+(:mod:`vsp_assert.shapes.cli`), ``compare`` (:mod:`vsp_assert.cli.compare`) and ``explore``
+(:mod:`vsp_assert.cli.explore`). Each module's ``add_commands``
 adds its subparsers and sets ``func``; :func:`main` parses, calls it, prints every
 :class:`~vsp_assert.errors.VspError` as its one message and exits with status 2 (``--debug`` shows the traceback
 instead). The help text is plain prose: it is what a user reads in a terminal, not reST. Heavy imports happen
@@ -57,6 +58,7 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 def build_parser() -> argparse.ArgumentParser:
     from vsp_assert.cli.compare import add_commands as add_compare
     from vsp_assert.cli.concepts import add_commands as add_concepts
+    from vsp_assert.cli.explore import add_commands as add_explore
     from vsp_assert.cli.run import add_commands as add_run
     from vsp_assert.cli.sae import add_commands as add_sae
     from vsp_assert.shapes.cli import add_commands as add_shapes
@@ -69,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     # ---- command groups: one add_commands(sub) per module, in the order `--help` lists them. ----
     # ---- Register more groups here, then regenerate README's synopsis (tests/test_cli.py prints it). ----
     add_run(sub)
+    add_explore(sub)
     add_compare(sub)
     add_sae(sub)
     add_concepts(sub)

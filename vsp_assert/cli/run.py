@@ -30,7 +30,12 @@ examples:
     vsp-assert run cat.jpg "What animal is this?" --model ./llava-1.5-7b \\
         --sae ./clip-l-sae --device cuda
   the figures as JSON:
-    vsp-assert run scene.png "What color is the square?" --json > trace.json"""
+    vsp-assert run scene.png "What color is the square?" --json > trace.json
+  keep what was observed (answer, concepts, the ablation's outcome) as a
+  YAML case, appended to the file; then run it as a test:
+    vsp-assert run scene.png "What shape is the red object?" --ablate stripes \\
+        --save-case cases/triage.yaml --id stripes-triangle
+    pytest cases/triage.yaml"""
 
 
 def _layers(text: str) -> list[int]:
@@ -64,6 +69,11 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--color", default="auto", choices=["auto", "yes", "no"],
                    help="colour output (default: auto, on for a terminal unless NO_COLOR is set)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON instead of text")
+    p.add_argument("--save-case", default=None, metavar="FILE.yaml",
+                   help="append a YAML case pinning what this run observed (answer, captured and attended "
+                        "concepts, the interventions' outcomes) to FILE.yaml; the image is stored next to it")
+    p.add_argument("--id", default=None, metavar="ID", dest="case_id",
+                   help="the saved case's id (default: made from the prompt and the answer)")
     p.set_defaults(func=_cmd_run)
 
 
@@ -81,6 +91,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     ablations = [Intervention.ablate(*[c.strip() for c in group.split(",") if c.strip()]) for group in args.ablate]
     results = pad.intervene(trace, ablations) if ablations else []
     sufficient = find_sufficient_set(pad, trace, 0) if args.sufficient and trace.n_tokens else None
+    saved = _save_case(args, trace, results, sufficient) if args.save_case else None
     if args.json:
         out = {
             "answer": trace.answer,
@@ -93,6 +104,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         }
         if sufficient is not None:
             out["sufficient_set"] = [sae.labels.display(i) for i in sufficient.latents]
+        if saved is not None:
+            out["saved_case"] = {"file": str(saved.path), "id": saved.case_id}
         print(json.dumps(out, indent=2))
         return 0
     style = Style(colour_enabled(args.color))
@@ -110,4 +123,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"\n{style.bold('sufficient set:')} {names} → answer {sufficient.result.answer_after!r}")
         else:
             print(f"\n{style.bold('sufficient set:')} none among the top clusters")
+    if saved is not None:
+        print(f"\n{style.bold('saved case')} {saved.case_id!r} to {saved.path}"
+              + (f" (image {saved.image_path.name})" if saved.image_path else ""))
     return 0
+
+
+def _save_case(args: argparse.Namespace, trace: Any, results: list[Any], sufficient: Any) -> Any:
+    """Append the case pinning this run to ``--save-case`` (see vsp_assert.checks.save_case)."""
+    from vsp_assert.checks.save_case import save_case
+
+    tried = list(results)
+    if sufficient is not None and sufficient.found and sufficient.result is not None:
+        tried.append(sufficient.result)
+    hint = " ".join(f"--vsp-{k}={v}" for k, v in (("model", args.model), ("sae", args.sae)) if v != "shapes")
+    return save_case(args.save_case, trace, tried, case_id=args.case_id, source=args.image,
+                     max_new_tokens=args.max_new_tokens, run_hint=hint)
