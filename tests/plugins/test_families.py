@@ -30,6 +30,13 @@ VARIANTS = {"gemma3+pan_and_scan": ("gemma3", {"pan_and_scan": True})}
 EXPECT = {
     "qwen2_vl": MapExpectations(patches_per_token=4),
     "qwen2_5_vl": MapExpectations(patches_per_token=4),
+    "qwen3_vl": MapExpectations(patches_per_token=4),
+    "qwen3_vl_moe": MapExpectations(patches_per_token=4),
+    "internvl": MapExpectations(patches_per_token=4),
+    "aya_vision": MapExpectations(patches_per_token=4),
+    "mistral3": MapExpectations(patches_per_token=4),
+    "glm4v": MapExpectations(patches_per_token=4),
+    "glm4v_moe": MapExpectations(patches_per_token=4),
     "gemma3": MapExpectations(patches_per_token=16),
     "llava_next": MapExpectations(empty_tokens=True, every_patch_reaches=False),
     "llava_onevision": MapExpectations(patches_per_token=None, max_patches_per_token=4, shared_patches=True,

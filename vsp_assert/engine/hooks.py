@@ -103,7 +103,7 @@ def last_positions_only(layer: nn.Module, n: int) -> Iterator[None]:
             lengths[id(module)] = None
             return None
         lengths[id(module)] = int(x.shape[1])
-        return (x[:, -n:], *args[1:])
+        return (x[:, -n:].contiguous(), *args[1:])  # contiguous: MoE blocks .view() their input
 
     def pad(out: torch.Tensor, length: int) -> torch.Tensor:  # [B, n, d] → [B, L, d], zeros before the kept rows
         full = out.new_zeros(out.shape[0], length, *out.shape[2:])

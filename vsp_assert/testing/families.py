@@ -10,7 +10,8 @@ inputs go through the same processor code a real checkpoint uses.
 Every config is small enough for a forward in a few milliseconds on one CPU core: 2 vision + 2 LM layers,
 width 32, images of 16–32 pixels in patches of 4–8. ``tiny_model(family)`` is the entry point; ``FAMILIES``
 lists the families it can build. The builders live in one module per group of related families
-(``families_llava``, ``families_qwen``, ``families_gemma``, ``families_idefics``) and are re-exported here.
+(``families_llava``, ``families_qwen``, ``families_qwen3``, ``families_gemma``, ``families_idefics``,
+``families_internvl``, ``families_mistral3``, ``families_glm4v``) and are re-exported here.
 
 One deviation from a hub checkpoint: Qwen2-VL's, Qwen2.5-VL's and LLaVA-OneVision's processors require a video
 processor, which needs torchvision; ``_ImageOnlyQwenProcessor`` / ``_ImageOnlyOnevisionProcessor`` are the real
@@ -18,6 +19,9 @@ processor classes with the video slot left empty (their ``__call__`` — the ima
 SmolVLM's processor also insists on ``num2words`` (it spells video frame counts) and takes a video processor that
 ProcessorMixin's class check only accepts with torchvision: ``_ImageOnlySmolVLMProcessor`` skips the first and holds
 a real ``SmolVLMVideoProcessor`` (whose ``num_frames`` / ``fps`` its ``apply_chat_template`` reads) outside the check.
+Qwen3-VL's, InternVL's and GLM-4V's processors get the same image-only treatment; Mistral 3's ``PixtralProcessor`` is
+imported with its one torchvision-only helper served by the PIL twin (see ``families_mistral3``); the MoE LMs
+(Qwen3-VL-MoE, GLM-4.5V) run ``experts_implementation="batched_mm"`` (see ``families_qwen3``).
 """
 
 from __future__ import annotations
@@ -27,17 +31,23 @@ from typing import Any
 
 from vsp_assert.engine.models import LoadedModel
 from vsp_assert.testing.families_gemma import tiny_gemma3, tiny_paligemma
+from vsp_assert.testing.families_glm4v import tiny_glm4v, tiny_glm4v_moe
 from vsp_assert.testing.families_idefics import tiny_idefics3, tiny_smolvlm
+from vsp_assert.testing.families_internvl import tiny_aya_vision, tiny_internvl
 from vsp_assert.testing.families_llava import tiny_llava_next, tiny_llava_onevision
+from vsp_assert.testing.families_mistral3 import tiny_mistral3
 from vsp_assert.testing.families_qwen import tiny_qwen2_5_vl, tiny_qwen2_vl
+from vsp_assert.testing.families_qwen3 import tiny_qwen3_vl, tiny_qwen3_vl_moe
 
 FAMILIES: tuple[str, ...] = (
     "llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "paligemma", "idefics3", "smolvlm", "gemma3", "llava_onevision",
+    "qwen3_vl", "qwen3_vl_moe", "internvl", "aya_vision", "mistral3", "glm4v", "glm4v_moe",
 )
 
 __all__ = [
-    "BUILDERS", "FAMILIES", "tiny_gemma3", "tiny_idefics3", "tiny_llava_next", "tiny_llava_onevision", "tiny_model",
-    "tiny_paligemma", "tiny_qwen2_5_vl", "tiny_qwen2_vl", "tiny_smolvlm",
+    "BUILDERS", "FAMILIES", "tiny_aya_vision", "tiny_gemma3", "tiny_glm4v", "tiny_glm4v_moe", "tiny_idefics3",
+    "tiny_internvl", "tiny_llava_next", "tiny_llava_onevision", "tiny_mistral3", "tiny_model", "tiny_paligemma",
+    "tiny_qwen2_5_vl", "tiny_qwen2_vl", "tiny_qwen3_vl", "tiny_qwen3_vl_moe", "tiny_smolvlm",
 ]
 
 
@@ -57,6 +67,13 @@ BUILDERS: dict[str, Callable[..., LoadedModel]] = {
     "smolvlm": tiny_smolvlm,
     "gemma3": tiny_gemma3,
     "llava_onevision": tiny_llava_onevision,
+    "qwen3_vl": tiny_qwen3_vl,
+    "qwen3_vl_moe": tiny_qwen3_vl_moe,
+    "internvl": tiny_internvl,
+    "aya_vision": tiny_aya_vision,
+    "mistral3": tiny_mistral3,
+    "glm4v": tiny_glm4v,
+    "glm4v_moe": tiny_glm4v_moe,
 }
 
 
