@@ -37,42 +37,46 @@ def tiny_sets(draw):
     vals = st.sampled_from([0.0, 0.0, 0.5, 1.0, 2.0, 3.5])
     f = np.array(draw(st.lists(vals, min_size=n_img * patches * d, max_size=n_img * patches * d)))
     lab = np.array(draw(st.lists(st.booleans(), min_size=n_img * patches * c, max_size=n_img * patches * c)))
+    edge = np.array(draw(st.lists(st.booleans(), min_size=n_img * patches * c, max_size=n_img * patches * c)))
     img = [draw(st.sets(st.integers(0, c - 1))) for _ in range(n_img)]
-    return f.reshape(n_img, patches, d), lab.reshape(n_img, patches, c), img
+    lab = lab.reshape(n_img, patches, c)
+    return f.reshape(n_img, patches, d), lab, edge.reshape(n_img, patches, c) & ~lab, img
 
 
 @settings(max_examples=60, deadline=None)
 @given(tiny_sets(), st.integers(1, 3), st.booleans())
 def test_statistics_match_a_hand_computation(data, top_n, batched):
-    f, lab, img = data
+    """Every statistic against numpy by hand, edge patches (touched, not carried) left out of precision."""
+    f, lab, edge, img = data
     n_img, patches, d = f.shape
     c = lab.shape[2]
     names = [f"c{j}" for j in range(c)]
     patch_level = names[: (c + 1) // 2]  # the rest are image level
     acc = StatsAccumulator(d, names, patch_level, top_images=top_n)
     img_names = [[names[j] for j in sorted(s)] for s in img]
-    fs, ls = [torch.tensor(x) for x in f], [torch.tensor(x) for x in lab]
+    fs, ls, es = [torch.tensor(x) for x in f], [torch.tensor(x) for x in lab], [torch.tensor(x) for x in edge]
     if batched:
-        acc.add_batch(fs, ls, img_names)
+        acc.add_batch(fs, ls, img_names, edges=es)
     else:
         for i in range(n_img):
-            acc.add(fs[i], ls[i], img_names[i])
+            acc.add_batch([fs[i]], [ls[i]], [img_names[i]], edges=[es[i]])
     s = acc.finish(dense_rate=0.5)
-    flat, flab = f.reshape(-1, d), lab.reshape(-1, c)
+    flat, flab, fedge = f.reshape(-1, d), lab.reshape(-1, c), edge.reshape(-1, c)
     score = f.mean(1)  # [n_img, d] image scores
     for k in range(d):
         fires = flat[:, k] > 0
         assert s.firing_rate[k] == pytest.approx(fires.mean())
         assert s.mean_activation[k] == pytest.approx(flat[fires, k].mean() if fires.any() else 0.0)
-        assert s.dense[k] == (fires.mean() > 0.5) and s.dead[k] == (not fires.any())
+        assert s.broad[k] == (fires.mean() > 0.5) and s.dead[k] == (not fires.any())
         for j, name in enumerate(names):
+            has = np.array([j in x for x in img])
+            mass = score[:, k].sum()
+            assert s.image_precision[k, j] == pytest.approx(score[has, k].sum() / mass if mass > 0 else 0.0)
             if name in patch_level:
-                mass = flat[:, k].sum()
+                mass = flat[:, k].sum() - (flat[:, k] * fedge[:, j]).sum()
                 want_p = (flat[:, k] * flab[:, j]).sum() / mass if mass > 0 else 0.0
                 want_r = (fires & flab[:, j]).sum() / flab[:, j].sum() if flab[:, j].any() else 0.0
             else:
-                has = np.array([j in x for x in img])
-                mass = score[:, k].sum()
                 want_p = score[has, k].sum() / mass if mass > 0 else 0.0
                 want_r = (score[has, k] > 0).mean() if has.any() else 0.0
             assert s.precision[k, j] == pytest.approx(want_p), (k, name)
@@ -256,9 +260,11 @@ def test_the_shapes_recipe_labels_through_the_generic_path_and_reproduces_the_sh
     scenes = uniform_scenes(LABEL_STREAM, 0, SAETrainConfig().n_label_scenes)
     with torch.no_grad():
         f = sae.encode(layer_activations(model, str(sae.hook_layer), scenes).reshape(-1, sae.d_in))
-    labels, stats = build_labels(f.numpy(), [lab for s in scenes for lab in s.patch_labels()])
+    labels, stats = build_labels(f.numpy(), [lab for s in scenes for lab in s.patch_labels()],
+                                 edges=[e for s in scenes for e in s.patch_edges()])
     shipped = json.loads((SAE_DIR / "concepts.json").read_text())
     assert labels.concepts == shipped["concepts"] and labels.dead == shipped["dead"]
+    assert labels.dense == shipped["dense"]
     assert min(concept_precision(stats).values()) >= 0.9
 
 

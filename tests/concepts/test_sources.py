@@ -247,3 +247,21 @@ def test_record_load_of_a_broken_file_names_it(tmp_path):
     with pytest.raises(InputError) as info:
         ImageRecord(bad).load()
     assert info.value.file == str(bad)
+
+
+@pytest.mark.parametrize("name", ["manifest.jsonl", "manifest.csv"])
+def test_a_folder_with_a_manifest_reads_the_manifest_so_masks_are_not_images(tmp_path, write_image, write_mask,
+                                                                             name):
+    """``shapes export --out D`` then ``--images D``: the manifest's masks stay masks, not extra images."""
+    write_image(tmp_path / "images" / "a.png")
+    write_mask(tmp_path / "masks" / "a_red.png")
+    if name.endswith(".jsonl"):
+        (tmp_path / name).write_text(json.dumps({"image": "images/a.png", "masks": {"red": "masks/a_red.png"}}) + "\n")
+    else:
+        (tmp_path / name).write_text("image,mask:red\nimages/a.png,masks/a_red.png\n")
+    src = open_source(tmp_path)
+    assert src.kind == name.split(".")[1] and len(src) == 1
+    assert src[0].labels == ("red",) and src[0].load_mask("red").any()
+    (tmp_path / name).unlink()
+    without = open_source(tmp_path)  # without it: every image, masks included (here two class folders)
+    assert without.kind != src.kind and len(without) == 2

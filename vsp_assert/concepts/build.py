@@ -48,15 +48,19 @@ class BuildResult:
     seconds: float = 0.0
 
 
-def mask_patches(mask: np.ndarray, grid: tuple[int, int], coverage: float = MASK_COVERAGE) -> np.ndarray:
-    """Which patches a pixel mask ``[H, W]`` bool covers by at least ``coverage``: ``[rows·cols]`` bool, row-major.
+def mask_fraction(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """The fraction of each patch a pixel mask ``[H, W]`` bool covers: ``[rows·cols]`` float32, row-major.
 
     Each patch's coverage is the mask's mean over the patch's pixel box (a box filter, exact when the grid
     divides the image)."""
     rows, cols = grid
     img = Image.fromarray(mask.astype(np.float32), mode="F")
-    frac = np.asarray(img.resize((cols, rows), Image.Resampling.BOX), dtype=np.float32)  # [rows, cols]
-    return (frac >= coverage - 1e-6).reshape(-1)
+    return np.asarray(img.resize((cols, rows), Image.Resampling.BOX), dtype=np.float32).reshape(-1)
+
+
+def mask_patches(mask: np.ndarray, grid: tuple[int, int], coverage: float = MASK_COVERAGE) -> np.ndarray:
+    """Which patches a pixel mask ``[H, W]`` bool covers by at least ``coverage``: ``[rows·cols]`` bool."""
+    return mask_fraction(mask, grid) >= coverage - 1e-6
 
 
 def _sae_folder(sae: str | Path) -> Path:
@@ -126,27 +130,29 @@ def build_concepts(
     label_path, name_it = _label_file(folder)
     source = open_source(images)
     loaded = load_model(model, device=device)
-    the_sae = load_sae(folder, device=device)
+    the_sae = load_sae(folder, device=device, labels=False)
     where = str(folder / "cfg.json")
     concepts = list(source.label_names)
     patch_concepts = sorted({c for r in source for c in r.masks})
     acc = StatsAccumulator(the_sae.d_sae, concepts, patch_concepts, top_images=top_images)
     col = {c: i for i, c in enumerate(concepts)}
 
-    def patch_labels(record: ImageRecord, grid: tuple[int, int] | None, n: int) -> torch.Tensor | None:
+    def patch_labels(record: ImageRecord, grid: tuple[int, int] | None,
+                     n: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``(carries [P, C], touches [P, C])`` bool from the record's masks, or Nones without masks."""
         if not record.masks or grid is None or grid[0] * grid[1] != n:
-            return None
-        lab = np.zeros((n, len(concepts)), dtype=bool)
+            return None, None
+        frac = np.zeros((n, len(concepts)), dtype=np.float32)
         for c in record.masks:
-            lab[:, col[c]] = mask_patches(record.load_mask(c), grid, mask_coverage)
-        return torch.from_numpy(lab)
+            frac[:, col[c]] = mask_fraction(record.load_mask(c), grid)
+        carries = frac >= mask_coverage - 1e-6
+        return torch.from_numpy(carries), torch.from_numpy((frac > 0) & ~carries)
 
     layer = the_sae.hook_layer
     for batch in stream_activations(loaded, source, layer=layer, batch_size=batch_size):
         fs = [_encode(the_sae, acts, where) for acts in batch.acts]
-        acc.add_batch(fs, [patch_labels(r, g, f.shape[0]) for r, f, g in zip(batch.records, fs, batch.grids,
-                                                                            strict=True)],
-                      [r.labels for r in batch.records])
+        lab = [patch_labels(r, g, f.shape[0]) for r, f, g in zip(batch.records, fs, batch.grids, strict=True)]
+        acc.add_batch(fs, [c for c, _ in lab], [r.labels for r in batch.records], edges=[e for _, e in lab])
         if acc.n_images % (batch_size * 50) < batch_size:
             log(f"  {acc.n_images}/{len(source)} images, {time.perf_counter() - t0:.0f}s")
     stats = acc.finish(dense_rate)

@@ -20,6 +20,7 @@ from vsp_assert.concepts.stats import (
     LatentStats,
     calibrate_concepts,
     name_concepts,
+    noise_flags,
 )
 from vsp_assert.engine.labels import ConceptLabels
 
@@ -28,7 +29,7 @@ def _r(x: float, nd: int = 4) -> float:
     return round(float(x), nd)
 
 
-def latent_record(stats: LatentStats, k: int) -> dict[str, Any]:
+def latent_record(stats: LatentStats, k: int, dense: bool = False) -> dict[str, Any]:
     """The statistics of latent ``k`` as stored in the label file (``label``: its best concept, named or not)."""
     rec: dict[str, Any] = {}
     b = int(stats.best[k])
@@ -40,7 +41,7 @@ def latent_record(stats: LatentStats, k: int) -> dict[str, Any]:
     rec["mean_activation"] = _r(stats.mean_activation[k])
     ent = stats.label_entropy[k]
     rec["label_entropy"] = None if ent is None else _r(ent)
-    if stats.dense[k]:
+    if dense:
         rec["dense"] = True
     return rec
 
@@ -52,8 +53,9 @@ def make_labels(stats: LatentStats, *, min_precision: float = MIN_PRECISION,
     d_sae = len(stats.firing_rate)
     concepts = name_concepts(stats, min_precision, min_firing_rate)
     dead = [int(k) for k in np.flatnonzero(stats.dead)]
-    dense = [int(k) for k in np.flatnonzero(stats.dense & ~stats.dead)]
-    latents = {k: latent_record(stats, k) for k in range(d_sae) if not stats.dead[k]}
+    flags = noise_flags(stats, concepts)
+    dense = [int(k) for k in np.flatnonzero(flags)]
+    latents = {k: latent_record(stats, k, bool(flags[k])) for k in range(d_sae) if not stats.dead[k]}
     thresholds = calibrate_concepts(stats, concepts) if calibrate else {}
     col = {c: i for i, c in enumerate(stats.concepts)}
     info: dict[str, dict[str, Any]] = {}

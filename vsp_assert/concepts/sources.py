@@ -6,7 +6,8 @@ suites all read images through it, so every one of them accepts the same inputs 
 
 Kinds (``ImageSource.kind``):
 
-- ``folder`` — every image under a folder, recursively, in sorted relative-path order; no labels;
+- ``folder`` — every image under a folder (without a ``manifest.jsonl`` / ``manifest.csv`` at its top, which
+  makes the folder that manifest), recursively, in sorted relative-path order; no labels;
 - ``imagefolder`` — a folder whose images all live exactly one level under a class folder (at least two class
   folders, no image at the top): the class folder's name is the image's label;
 - ``jsonl`` — one JSON object a line: ``image`` (path relative to the manifest's folder, or absolute), optional
@@ -41,6 +42,8 @@ from PIL import Image
 from vsp_assert.errors import InputError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+#: A folder holding one of these at its top is read as that manifest (first found wins).
+MANIFEST_NAMES = ("manifest.jsonl", "manifest.csv")
 MANIFEST_SUFFIXES = {".jsonl": "jsonl", ".csv": "csv"}
 #: How many skipped paths the warning names.
 SHOW_SKIPPED = 5
@@ -112,12 +115,25 @@ class ImageSource:
                 f"labels={len(self.label_names)}, skipped={len(self.skipped)})")
 
 
+def folder_manifest(folder: Path) -> Path | None:
+    """The manifest a folder carries at its top (``manifest.jsonl``, else ``manifest.csv``), or None."""
+    for name in MANIFEST_NAMES:
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
 def open_source(spec: str | Path, *, strict: bool = False) -> ImageSource:
-    """Open a folder, an ImageFolder tree or a ``.jsonl`` / ``.csv`` manifest as an :class:`ImageSource`."""
+    """Open a folder, an ImageFolder tree or a ``.jsonl`` / ``.csv`` manifest as an :class:`ImageSource`.
+
+    A folder holding ``manifest.jsonl`` (or ``manifest.csv``) at its top is read as that manifest, as
+    ``vsp-assert shapes export`` writes it: its masks are then masks, not images."""
     path = Path(spec).expanduser()
     if not path.exists():
         raise InputError("the image source does not exist", file=str(path), field="images",
                          allowed="a folder of images, an ImageFolder tree, a .jsonl or .csv manifest")
+    if path.is_dir() and (manifest := folder_manifest(path)) is not None:
+        path = manifest
     if path.is_dir():
         kind, rows = _read_folder(path)
         root = path

@@ -13,10 +13,13 @@ Definitions (``f[p, k]`` ≥ 0 is latent ``k`` on patch ``p``; an image's score 
 ``f[p, k]`` over its patches, exactly what the ``captured`` assertion scores):
 
 - ``firing_rate[k]`` = fraction of patches with ``f[p, k] > 0``; ``mean_activation[k]`` = mean of ``f`` where > 0;
-- ``dead[k]``: never fires; ``dense[k]``: ``firing_rate[k] > dense_rate`` (:data:`DENSE_RATE`);
-- precision, for a concept with masks (patch level): ``Σ_p f[p,k]·[c ∈ L_p] / Σ_p f[p,k]`` (the share of the
-  latent's activation mass on patches labelled ``c``); for a concept with image labels only (image level): the
-  same with images, ``Σ_i s[i,k]·[c ∈ L_i] / Σ_i s[i,k]``;
+- ``dead[k]``: never fires; ``broad[k]``: ``firing_rate[k] > dense_rate`` (:data:`DENSE_RATE`); a broad latent
+  that names no concept is *dense* (:func:`noise_flags`);
+- precision, for a concept with masks (patch level): ``Σ_p f[p,k]·[c ∈ L_p] / Σ_{p ∉ E_c} f[p,k]`` (the share of
+  the latent's activation mass on patches labelled ``c``), where ``E_c`` are the *edge* patches that the concept
+  touches without carrying it (covered, but below the coverage rule): they count neither as hits nor as misses;
+  for a concept with image labels only (image level): the same with images, ``Σ_i s[i,k]·[c ∈ L_i] / Σ_i s[i,k]``;
+- ``image_precision[k, c]``: that image-level share for every concept (masks or not);
 - recall = fraction of the concept's patches (images) on which the latent fires;
 - ``label_entropy[k]`` (PatchSAE): entropy of the label distribution of the latent's top-N images (each image's
   labels share its unit weight), divided by ``log(n_labels)`` so that it lies in [0, 1]; ``None`` when none of
@@ -36,6 +39,10 @@ from vsp_assert.concepts.defaults import DENSE_RATE, MIN_PRECISION
 
 #: A latent must fire on at least this fraction of patches to be named (a handful of firings proves nothing).
 MIN_FIRING_RATE = 0.002
+#: The context rule of :func:`name_concepts`: a latent firing on at least this share of a concept's patches ...
+CONTEXT_RECALL = 0.5
+#: ... with at least this share of its activation mass on them (the rest on the rest of the concept's images).
+CONTEXT_PRECISION = 0.5
 #: Ties of precision within this margin are broken by lift over the concept's base rate (the more specific one).
 TIE_MARGIN = 0.02
 #: At most this many images' sparse score vectors are kept to calibrate the ``captured`` thresholds.
@@ -54,6 +61,7 @@ class LatentStats:
     mean_activation: np.ndarray  # (d_sae,)
     max_activation: np.ndarray  # (d_sae,) largest f[p, k] seen
     precision: np.ndarray  # (d_sae, C)
+    image_precision: np.ndarray  # (d_sae, C) share of the image-score mass on images labelled c
     recall: np.ndarray  # (d_sae, C)
     base_rate: np.ndarray  # (C,) fraction of patches (images) labelled c
     label_entropy: list[float | None]  # (d_sae,)
@@ -68,7 +76,8 @@ class LatentStats:
         return self.firing_rate == 0
 
     @property
-    def dense(self) -> np.ndarray:
+    def broad(self) -> np.ndarray:
+        """Fires on more than ``dense_rate`` of patches (*dense* unless it names a concept: :func:`noise_flags`)."""
         return self.firing_rate > self.dense_rate
 
 
@@ -92,9 +101,10 @@ class StatsAccumulator:
         self.max = torch.zeros(d, dtype=dt)
         self.patch_mass = torch.zeros(d, cp, dtype=dt)  # Σ_p f·[c ∈ L_p], patch-level concepts
         self.patch_fire = torch.zeros(d, cp, dtype=dt)  # Σ_p [f > 0]·[c ∈ L_p]
+        self.patch_edge_mass = torch.zeros(d, cp, dtype=dt)  # Σ_p f·[c touches p below the coverage]
         self.patch_count = torch.zeros(cp, dtype=dt)  # Σ_p [c ∈ L_p]
         self.image_mass = torch.zeros(d, dtype=dt)  # Σ_i s
-        self.image_label_mass = torch.zeros(d, ci, dtype=dt)  # Σ_i s·[c ∈ L_i], image-level concepts
+        self.image_label_mass = torch.zeros(d, c, dtype=dt)  # Σ_i s·[c ∈ L_i], every concept
         self.image_label_fire = torch.zeros(d, ci, dtype=dt)  # Σ_i [s > 0]·[c ∈ L_i]
         self.image_count = torch.zeros(c, dtype=dt)  # every concept (the base rates)
         self.top_n = top_images
@@ -111,8 +121,11 @@ class StatsAccumulator:
         return self.add_batch([f], [patch_labels], [labels])[0]
 
     def add_batch(self, fs: Sequence[torch.Tensor], patch_labels: Sequence[torch.Tensor | None],
-                  labels: Sequence[Sequence[str]]) -> list[int]:
-        """Several images at once (the same sums as :meth:`add` image by image, fewer tensor calls)."""
+                  labels: Sequence[Sequence[str]], edges: Sequence[torch.Tensor | None] | None = None) -> list[int]:
+        """Several images at once (the same sums as :meth:`add` image by image, fewer tensor calls).
+
+        ``edges[i] [P, C]`` bool (optional) marks the patches a concept touches without carrying it (its mask
+        covers them, but below the coverage rule): precision leaves them out, neither hit nor miss."""
         b, d, c = len(fs), self.d_sae, len(self.concepts)
         if b == 0:
             return []
@@ -133,6 +146,10 @@ class StatsAccumulator:
             self.patch_mass += f_all[rows].T @ lab
             self.patch_fire += fired[rows].T @ lab
             self.patch_count += lab.sum(0)
+            if edges is not None and any(edges[i] is not None for i in with_labels):
+                edge = torch.cat([(edges[i] if edges[i] is not None else torch.zeros_like(patch_labels[i]))  # type: ignore[arg-type]
+                                  .to(torch.float64) for i in with_labels])[:, self.pcols]
+                self.patch_edge_mass += f_all[rows].T @ (edge * (1 - lab))
         s = torch.stack([f.detach().to(torch.float64).mean(0) if f.shape[0] else torch.zeros(d, dtype=torch.float64)
                          for f in fs])  # [B, d] image scores
         y = torch.zeros(b, c, dtype=torch.float64)  # [B, C] image labels
@@ -141,7 +158,7 @@ class StatsAccumulator:
                 if name in self.index:
                     y[i, self.index[name]] = 1.0
         self.image_mass += s.sum(0)
-        self.image_label_mass += s.T @ y[:, self.icols]
+        self.image_label_mass += s.T @ y
         self.image_label_fire += (s > 0).to(torch.float64).T @ y[:, self.icols]
         self.image_count += y.sum(0)
         self._update_top(s, first, [frozenset(lab) for lab in labels])
@@ -184,9 +201,10 @@ class StatsAccumulator:
         recall = np.zeros((d, c))
         base = np.zeros(c)
         image_count = self.image_count.numpy()
-        precision[:, pl] = _div(self.patch_mass.numpy(), mass[:, None])
+        precision[:, pl] = _div(self.patch_mass.numpy(), mass[:, None] - self.patch_edge_mass.numpy())
         recall[:, pl] = _div(self.patch_fire.numpy(), self.patch_count.numpy()[None, :])
-        precision[:, ~pl] = _div(self.image_label_mass.numpy(), self.image_mass.numpy()[:, None])
+        image_precision = _div(self.image_label_mass.numpy(), self.image_mass.numpy()[:, None])
+        precision[:, ~pl] = image_precision[:, ~pl]
         recall[:, ~pl] = _div(self.image_label_fire.numpy(), image_count[None, ~pl])
         base[pl] = self.patch_count.numpy() / n_p
         base[~pl] = image_count[~pl] / n_i
@@ -196,7 +214,8 @@ class StatsAccumulator:
         return LatentStats(
             concepts=list(self.concepts), level=["patch" if p else "image" for p in pl],
             n_patches=self.n_patches, n_images=self.n_images, firing_rate=firing_rate, mean_activation=mean_act,
-            max_activation=self.max.numpy(), precision=precision, recall=recall, base_rate=base,
+            max_activation=self.max.numpy(), precision=precision, image_precision=image_precision, recall=recall,
+            base_rate=base,
             label_entropy=entropy, best=best_concepts(precision, base), top_index=top_index, top_score=top_score,
             dense_rate=dense_rate, calibration=self.calibration,
         )
@@ -234,21 +253,50 @@ def label_entropy(image_labels: Sequence[frozenset[str]], n_labels: int) -> floa
     return float(max(-(q * np.log(q)).sum() / math.log(n_labels), 0.0))
 
 
+def qualifying(stats: LatentStats, min_precision: float = MIN_PRECISION,
+               min_firing_rate: float = MIN_FIRING_RATE) -> np.ndarray:
+    """``(d_sae, C)`` bool: which latents name which concepts (see :func:`name_concepts`)."""
+    live = (stats.firing_rate >= min_firing_rate) & ~stats.dead
+    local = stats.precision >= min_precision
+    patch = np.array([lvl == "patch" for lvl in stats.level], dtype=bool)
+    context = ((stats.image_precision >= min_precision) & (stats.precision >= CONTEXT_PRECISION)
+               & (stats.recall >= CONTEXT_RECALL) & patch[None, :])
+    return live[:, None] & (local | context)
+
+
 def name_concepts(stats: LatentStats, min_precision: float = MIN_PRECISION,
                   min_firing_rate: float = MIN_FIRING_RATE) -> dict[str, list[int]]:
-    """Concept name → latents whose precision for it is ≥ ``min_precision``, best first.
+    """Concept name → the latents that name it, best (highest precision) first.
 
-    A latent qualifies when it is neither dead nor dense and fires on ≥ ``min_firing_rate`` of patches; it may
-    serve two concepts (a "red triangle" latent is both ``red`` and ``triangle``). Concepts without a
-    qualifying latent are left out."""
-    ok = (stats.firing_rate >= min_firing_rate) & ~stats.dense & ~stats.dead
+    A latent that is not dead and fires on ≥ ``min_firing_rate`` of patches names a concept when
+
+    - its precision for it is ≥ ``min_precision`` (it fires on the concept, patches the concept only touches
+      counting neither way), or
+    - for a concept with masks, it *carries the concept into its image*: it fires on at least
+      :data:`CONTEXT_RECALL` of the concept's patches, puts at least :data:`CONTEXT_PRECISION` of its mass on
+      them, and ≥ ``min_precision`` of its image-score mass is on images that show the concept. A vision
+      transformer spreads an object's presence into the other patches of its image; such a latent is the
+      object's main carrier, and its patch precision alone undersells it.
+
+    A latent may serve two concepts (a "red triangle" latent is both ``red`` and ``triangle``). Concepts without
+    a latent are left out."""
+    ok = qualifying(stats, min_precision, min_firing_rate)
     out: dict[str, list[int]] = {}
     for ci, name in enumerate(stats.concepts):
-        ids = [int(k) for k in np.flatnonzero(ok & (stats.precision[:, ci] >= min_precision))]
+        ids = [int(k) for k in np.flatnonzero(ok[:, ci])]
         ids.sort(key=lambda k: (-float(stats.precision[k, ci]), k))
         if ids:
             out[name] = ids
     return out
+
+
+def noise_flags(stats: LatentStats, concepts: dict[str, list[int]]) -> np.ndarray:
+    """``(d_sae,)`` bool: the *dense* latents — firing on more than ``stats.dense_rate`` of patches and naming no
+    concept (a latent that names a concept is a concept, however often its concept appears)."""
+    named = np.zeros(len(stats.firing_rate), dtype=bool)
+    for ids in concepts.values():
+        named[ids] = True
+    return (stats.firing_rate > stats.dense_rate) & ~named & ~stats.dead
 
 
 def calibrate(scores: np.ndarray, present: np.ndarray) -> dict[str, float] | None:

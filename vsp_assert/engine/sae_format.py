@@ -131,7 +131,7 @@ def _from_saelens_registry(ref: str, hook_layer: str | None) -> SAE:
 
 
 def load_sae(path: str | os.PathLike[str], *, device: str | torch.device | None = None,
-             dtype: torch.dtype | None = None, hook_layer: str | None = None) -> SAE:
+             dtype: torch.dtype | None = None, hook_layer: str | None = None, labels: bool = True) -> SAE:
     """Load an SAE folder in the SAELens format (plus the optional ``vsp_assert.json`` sidecar).
 
     ``path`` may be ``"shapes"`` for the SAE shipped with the shapes-world model, or
@@ -139,6 +139,7 @@ def load_sae(path: str | os.PathLike[str], *, device: str | torch.device | None 
     extra and network access to its hub). ``hook_layer`` overrides the module path the SAE reads (needed for
     registry SAEs, whose hook names are TransformerLens names, not module paths). ``device="auto"`` (a model
     spread over several devices) leaves the SAE where it loads: the Scratchpad puts it beside the hooked layer.
+    ``labels=False`` skips the label file the sidecar names (``concepts build``, which (re)writes it).
     """
     if str(device) == "auto":
         device = None
@@ -164,14 +165,14 @@ def load_sae(path: str | os.PathLike[str], *, device: str | torch.device | None 
     cfg = SAEConfig.from_dict(_read_json(cfg_path), source=str(cfg_path))
     weights = _read_weights(folder)
     sidecar = Sidecar.read(folder)
-    labels = None
-    if sidecar.labels:
-        labels = ConceptLabels.load(folder / sidecar.labels, d_sae=cfg.d_sae)
+    concept_labels = None
+    if sidecar.labels and labels:
+        concept_labels = ConceptLabels.load(folder / sidecar.labels, d_sae=cfg.d_sae)
     sae = SAE(
         cfg,
         weights,
         hook_layer=hook_layer or sidecar.hook_layer or cfg.hook_name,
-        labels=labels,
+        labels=concept_labels,
         model_name=sidecar.model,
         path=folder,
     )

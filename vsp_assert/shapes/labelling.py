@@ -41,26 +41,31 @@ def label_matrix(patch_labels: Sequence[set[str]], concepts: Sequence[str] = CON
 
 
 def shapes_statistics(f: np.ndarray, patch_labels: Sequence[set[str]], concepts: Sequence[str] = CONCEPTS, *,
-                      patches: int = PATCHES, top_images: int = 8) -> LatentStats:
-    """Statistics of activations ``f (n_scenes·patches, d_sae)`` with the scenes' patch label sets."""
+                      patches: int = PATCHES, top_images: int = 8,
+                      edges: Sequence[set[str]] | None = None) -> LatentStats:
+    """Statistics of activations ``f (n_scenes·patches, d_sae)`` with the scenes' patch label sets (and the
+    concepts each patch only touches, :meth:`~vsp_assert.shapes.world.Scene.patch_edges`, left out of precision)."""
     if len(f) % patches or len(f) != len(patch_labels):
         raise ValueError(f"{len(f)} activation rows and {len(patch_labels)} label sets are not whole scenes "
                          f"of {patches} patches")
     acc = StatsAccumulator(f.shape[1], concepts, concepts, top_images=top_images)
     ft = torch.from_numpy(np.asarray(f, dtype=np.float32))
     lab = torch.from_numpy(label_matrix(patch_labels, concepts)) > 0
+    edge = torch.from_numpy(label_matrix(edges, concepts)) > 0 if edges is not None else None
     step = patches * 64  # 64 scenes per call
     for start in range(0, len(f), step):
         cut = range(start, min(start + step, len(f)), patches)
         acc.add_batch([ft[i : i + patches] for i in cut], [lab[i : i + patches] for i in cut],
-                      [sorted(set().union(*patch_labels[i : i + patches])) for i in cut])
+                      [sorted(set().union(*patch_labels[i : i + patches])) for i in cut],
+                      edges=[edge[i : i + patches] for i in cut] if edge is not None else None)
     return acc.finish()
 
 
-def build_labels(f: np.ndarray, patch_labels: Sequence[set[str]],
-                 concepts: Sequence[str] = CONCEPTS) -> tuple[ConceptLabels, LatentStats]:
-    """Label every latent from activations ``f (n_patches, d_sae)`` and the patches' true label sets."""
-    stats = shapes_statistics(f, patch_labels, concepts)
+def build_labels(f: np.ndarray, patch_labels: Sequence[set[str]], concepts: Sequence[str] = CONCEPTS, *,
+                 edges: Sequence[set[str]] | None = None) -> tuple[ConceptLabels, LatentStats]:
+    """Label every latent from activations ``f (n_patches, d_sae)``, the patches' true label sets and the
+    concepts they only touch."""
+    stats = shapes_statistics(f, patch_labels, concepts, edges=edges)
     labels = make_labels(stats, min_precision=CONCEPT_PRECISION, min_firing_rate=MIN_FIRING_RATE,
                          build={"source": "shapes labelling scenes", "mask_coverage": LABEL_COVERAGE})
     return labels, stats

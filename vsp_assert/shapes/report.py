@@ -146,7 +146,8 @@ def _sae_figures(model: LlavaForConditionalGeneration, sae: SAE, seed: int, n: i
     with torch.no_grad():
         f = sae.encode(acts)  # (n·64, d_sae)
         ev = explained_variance(acts, sae.decode(f))
-    _, stats = build_labels(f.numpy(), [lab for s in scenes for lab in s.patch_labels()])
+    _, stats = build_labels(f.numpy(), [lab for s in scenes for lab in s.patch_labels()],
+                            edges=[e for s in scenes for e in s.patch_edges()])
     labels = sae.labels
     table = [
         {"latent": k, **{key: v[key] for key in _STAT_KEYS}}

@@ -123,7 +123,7 @@ def train_and_save_sae(
         fl = sae.encode(xl)  # (M·64, d_sae)
         stats["explained_variance"] = round(explained_variance(xl, sae.decode(fl)), 4)
     patch_labels = [lab for s in label_scenes for lab in s.patch_labels()]
-    labels, lstats = build_labels(fl.numpy(), patch_labels)
+    labels, lstats = build_labels(fl.numpy(), patch_labels, edges=[e for s in label_scenes for e in s.patch_edges()])
     stats["dead_fraction"] = round(len(labels.dead) / cfg.d_sae, 4)
     stats["dead"] = labels.dead
     stats["concept_precision"] = concept_precision(lstats)

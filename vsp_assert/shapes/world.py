@@ -198,6 +198,25 @@ class Scene:
             labels.append(s)
         return labels
 
+    def patch_edges(self, grid: int = GRID) -> list[set[str]]:
+        """Concepts each patch *touches* without carrying them (covered, but below ``LABEL_COVERAGE``).
+
+        Labelling leaves these out of a latent's precision: an edge patch neither confirms nor refutes a latent
+        that fires on the object next to it."""
+        cov = self.patch_coverage(grid)  # (n, P)
+        bg = 1.0 - cov.sum(axis=0) if len(self.shapes) else np.ones(grid * grid)
+        labels = self.patch_labels(grid)
+        edges: list[set[str]] = []
+        for p in range(grid * grid):
+            s: set[str] = set()
+            for i, spec in enumerate(self.shapes):
+                if 0 < cov[i, p] < LABEL_COVERAGE:
+                    s.update((spec.color, spec.shape))
+            if 0 < bg[p] < LABEL_COVERAGE:
+                s.add(self.background)
+            edges.append(s - labels[p])
+        return edges
+
     # -- pixels ---------------------------------------------------------------------------------------------------
     def texture(self) -> np.ndarray:
         """Background ink mask ``(IMAGE_SIZE, IMAGE_SIZE)`` bool for this scene's texture and phase."""
