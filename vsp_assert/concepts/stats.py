@@ -147,8 +147,8 @@ class StatsAccumulator:
             self.patch_fire += fired[rows].T @ lab
             self.patch_count += lab.sum(0)
             if edges is not None and any(edges[i] is not None for i in with_labels):
-                edge = torch.cat([(edges[i] if edges[i] is not None else torch.zeros_like(patch_labels[i]))  # type: ignore[arg-type]
-                                  .to(torch.float64) for i in with_labels])[:, self.pcols]
+                edge = torch.cat([_or_zeros(edges[i], patch_labels[i]).to(torch.float64)
+                                  for i in with_labels])[:, self.pcols]
                 self.patch_edge_mass += f_all[rows].T @ (edge * (1 - lab))
         s = torch.stack([f.detach().to(torch.float64).mean(0) if f.shape[0] else torch.zeros(d, dtype=torch.float64)
                          for f in fs])  # [B, d] image scores
@@ -219,6 +219,12 @@ class StatsAccumulator:
             label_entropy=entropy, best=best_concepts(precision, base), top_index=top_index, top_score=top_score,
             dense_rate=dense_rate, calibration=self.calibration,
         )
+
+
+def _or_zeros(edges: torch.Tensor | None, like: torch.Tensor | None) -> torch.Tensor:
+    """An image's edge-patch mask [P, C], or zeros shaped like its labels [P, C] when it has none."""
+    assert like is not None
+    return edges if edges is not None else torch.zeros_like(like)
 
 
 def _div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
