@@ -125,9 +125,11 @@ class Architecture:
                 f"{self.vocab_size}")
 
 
-def build(arch: Architecture, *, device: str, dtype: torch.dtype, seed: int = 0) -> tuple[Any, str]:
+def build(arch: Architecture, *, device: str, dtype: torch.dtype, seed: int = 0,
+          vision_feature_layer: int = -2) -> tuple[Any, str]:
     """A random-weight LLaVA of ``arch`` on ``device`` in ``dtype``, wrapped for the engine, and how it was
-    initialised. Parameters are created where and as they stay: no float32 copy on the host."""
+    initialised. Parameters are created where and as they stay: no float32 copy on the host.
+    ``vision_feature_layer``: the tower layer the LM reads (LLaVA-1.5: -2)."""
     from transformers import (
         CLIPImageProcessorPil,
         CLIPVisionConfig,
@@ -156,7 +158,8 @@ def build(arch: Architecture, *, device: str, dtype: torch.dtype, seed: int = 0)
     )
     image_tokens = (arch.image_size // arch.patch_size) ** 2
     config = LlavaConfig(
-        vision_config=vision, text_config=text, image_token_index=tok.image_token_id, vision_feature_layer=-2,
+        vision_config=vision, text_config=text, image_token_index=tok.image_token_id,
+        vision_feature_layer=vision_feature_layer,
         vision_feature_select_strategy="default", projector_hidden_act="gelu", image_seq_length=image_tokens,
     )
     torch.manual_seed(seed)

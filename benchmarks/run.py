@@ -17,6 +17,13 @@ repeats, as ``timeit`` advises, since a busy machine only ever adds time):
   Scratchpad (model loaded once); flat means no growth from hooks, caches or buffers. ``rss_growth_mb`` is the
   resident-memory growth over the largest suite.
 
+- ``wide.*`` (``benchmarks/wide.py``): a CLIP-L-sized hooked layer (576 patches, width 1,024) with a random
+  65,536-latent TopK SAE (k = 64): ``wide.overhead_ratio`` (run + ablations ÷ the bare passes plus the one SAE
+  encode), ``wide.trace_mb`` (target ≤ 8), ``wide.rss_growth_mb`` over ``wide.rss_cases`` cases (100 in the full run).
+- ``peers.*`` (``benchmarks/peers.py``), on the same wide model, SAE and cases: vsp-assert ÷ the peers' way (eager
+  ``output_attentions`` + one forward per ablation) in time and peak memory, and ÷ nnsight in time (skipped with a
+  note when nnsight is not installed: ``pip install "vsp-assert[bench]"``).
+
 The batching ratio is reported as the median round of seven, with the spread, and again on one CPU thread
 (``batching_ratio_one_thread``): the batched forward's large products are what gain from a second core.
 ``load_average`` (1-minute, before and after) is recorded beside the figures: on a shared machine, other work on
@@ -225,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sae", default="shapes")
     parser.add_argument("--skip-memory", action="store_true", help="skip the attention-memory subprocesses")
     parser.add_argument("--skip-long", action="store_true", help="skip the long-image-sequence LLaVA-NeXT figures")
+    parser.add_argument("--skip-wide", action="store_true", help="skip the wide-SAE figures (and the peers)")
+    parser.add_argument("--skip-peers", action="store_true", help="skip the comparison with the peers")
     args = parser.parse_args(argv)
     from tabulate import tabulate
 
@@ -250,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         figures["llava_next_long"] = long_sequence(args.quick)
     if not args.skip_memory:
         figures.update(memory())
+    if not args.skip_wide:
+        figures.update(wide_and_peers(args.device, args.quick, peers=not args.skip_peers))
     figures["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     rows = [
         ["overhead ratio (run + interventions ÷ bare forwards)", f"{figures['overhead_ratio']:.2f}", "≤ 1.25"],
@@ -271,11 +282,59 @@ def main(argv: list[str] | None = None) -> int:
     for n, s in figures["per_case_seconds"].items():
         rows.append([f"seconds per case, suite of {n}", f"{s * 1000:.1f} ms", "flat"])
     rows.append(["RSS growth over the largest suite", f"{figures['rss_growth_mb']:.1f} MiB", "≈ 0"])
+    rows.extend(wide_rows(figures))
     rows.append(["machine load average (before, after)", "{:.2f}, {:.2f}".format(*figures["load_average"]), ""])
     print(tabulate(rows, headers=["figure", f"value ({figures['device']})", "target"], tablefmt="github"))
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(figures, indent=1) + "\n")
     return 0
+
+
+def _sibling(name: str) -> Any:
+    import importlib.util
+
+    key = f"vsp_benchmarks_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, HERE / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        spec.loader.exec_module(module)
+    return sys.modules[key]
+
+
+def wide_and_peers(device: str, quick: bool, *, peers: bool = True) -> dict[str, Any]:
+    """The ``wide`` figures and, on the same model and SAE, the ``peers`` ones (benchmarks/wide.py, peers.py)."""
+    wide = _sibling("wide")
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    pad = wide.build(device=device, dtype=dtype)
+    out: dict[str, Any] = {"wide": wide.figures(pad, quick=quick)}
+    if peers:
+        out["peers"] = _sibling("peers").figures(pad, quick=quick, device=device)
+    return out
+
+
+def wide_rows(figures: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    if "wide" in figures:
+        w = figures["wide"]
+        rows += [["wide.overhead_ratio (576 patches, 65,536-latent TopK SAE; ÷ bare passes + one encode)",
+                  f"{w['overhead_ratio']:.2f}", "≤ 1.25"],
+                 ["wide.overhead_ratio_tower_once (÷ bare passes with the tower run once + one encode)",
+                  f"{w['overhead_ratio_tower_once']:.2f}", "reference"],
+                 ["wide.trace_mb (dense acts alone: {:.0f} MiB)".format(w["dense_acts_mb"]), f"{w['trace_mb']:.2f}",
+                  "≤ 8"],
+                 [f"wide.rss_growth_mb over {w['rss_cases']} cases", f"{w['rss_growth_mb']:.1f}", "≈ 0"]]
+    if "peers" in figures:
+        q = figures["peers"]
+        rows += [["peers.eager_time_ratio (ours ÷ eager output_attentions + a forward per ablation)",
+                  f"{q['eager_time_ratio']:.2f}", "reported"],
+                 ["peers.eager_memory_ratio (peak memory, ours ÷ eager)", f"{q['eager_memory_ratio']:.2f}",
+                  "reported"],
+                 ["peers.nnsight_time_ratio (ours ÷ nnsight)",
+                  f"{q['nnsight_time_ratio']:.2f}" if "nnsight_time_ratio" in q else "skipped: " + q["nnsight_note"],
+                  "reported"]]
+    return rows
 
 
 def _device_name(device: str) -> str:

@@ -1,4 +1,5 @@
-"""The full-size benchmark's CPU smoke mode runs end to end and writes sane figures (speed is not asserted)."""
+"""The benchmarks run end to end at small sizes and write sane figures (speed is never asserted): the full-size
+smoke mode, the wide setting, and the peers, which must compute the same numbers as vsp-assert to be compared."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,3 +38,64 @@ def test_full_size_smoke(tmp_path: Path) -> None:
     for key in ("per_case_seconds", "overhead_ratio", "batching_ratio"):
         value = figures[key]
         assert isinstance(value, float) and math.isfinite(value) and value > 0, (key, value)
+
+
+def _bench(name: str):
+    """A benchmark module imported from its path (``benchmarks`` is not a package)."""
+    import importlib.util
+
+    key = f"vsp_benchmarks_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, ROOT / "benchmarks" / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        spec.loader.exec_module(module)
+    return sys.modules[key]
+
+
+def _small_pad():
+    from vsp_assert import Scratchpad
+    from vsp_assert.testing import random_sae, tiny_llava
+
+    model = tiny_llava(seed=0)
+    sae = random_sae(model.adapter.vision_width(), 4096, k=8, hook_layer=model.adapter.default_hook_layer())
+    return Scratchpad(model, sae, max_new_tokens=3)
+
+
+def test_the_peers_are_timed_doing_the_same_work_as_vsp_assert() -> None:
+    """Each peer path computes the same answer probabilities under the same ablations, so the time ratios compare
+    like with like; the figures come back whatever they are, the nnsight one or a note saying why not."""
+    from PIL import Image
+
+    peers = _bench("peers")
+    cases = [(Image.new("RGB", (32, 32), (200, 30, 30)), "what color is the square ?")]
+    side = peers.Peers(_small_pad(), cases, k=3)
+    agreement = side.agreement()
+    assert agreement["eager"] < 1e-5, agreement
+    if side.nnsight is not None:
+        assert agreement["nnsight"] < 1e-5, agreement
+
+
+@pytest.mark.slow
+def test_the_peer_figures_come_back_whatever_they_are() -> None:
+    from PIL import Image
+
+    peers = _bench("peers")
+    cases = [(Image.new("RGB", (32, 32), (200, 30, 30)), "what color is the square ?")]
+    figures = peers.Peers(_small_pad(), cases, k=2).figures(repeats=1, device="cpu")
+    for key in ("eager_time_ratio", "eager_memory_ratio"):
+        assert math.isfinite(figures[key]) and figures[key] > 0, (key, figures[key])
+    assert ("nnsight_time_ratio" in figures) != ("nnsight_note" in figures)
+
+
+def test_the_wide_setting_reports_its_figures() -> None:
+    wide = _bench("wide")
+    figures = wide.figures(_small_pad(), quick=True, rss_cases=2)
+    for key in ("overhead_ratio", "overhead_ratio_tower_once", "trace_mb", "rss_growth_mb", "dense_acts_mb"):
+        assert isinstance(figures[key], float) and math.isfinite(figures[key]), (key, figures[key])
+    assert figures["d_sae"] == 4096 and figures["k"] == 8 and figures["rss_cases"] == 2
+    assert figures["sparse_acts_mb"] * 2**20 == figures["patches"] * 8 * 8  # int32 ids + float32 values, k each
+    rows = _bench("run").wide_rows({"wide": figures, "peers": {"eager_time_ratio": 1.0, "eager_memory_ratio": 0.5,
+                                                               "nnsight_note": "not installed"}})
+    assert any(r[0].startswith("wide.trace_mb") for r in rows) and any("skipped" in r[1] for r in rows)

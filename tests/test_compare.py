@@ -27,7 +27,7 @@ cases:
     expect: {answer: {not: "zzz"}}
 """
 PROMPTS = {"color": "what color is the square ?", "presence": "is there a red circle ?"}
-HEADERS = ["case", "answer", "Δp", "gained", "lost", "expectations"]
+HEADERS = ["case", "answer", "Δp", "gained", "lost", "expectations", "why"]
 
 
 def summary_table(text: str) -> list[list[str]]:
@@ -59,10 +59,10 @@ def test_summary_ranks_answer_changes_then_verdict_flips_then_churn_then_probabi
     text = render_comparison(rows, Style(False))
     assert "\n4 of 5 case(s) changed (most-changed first)\n" in text
     assert summary_table(text) == [
-        ["answer", "red → blue", "-0.700", "0", "1", "pass → FAIL"],
-        ["flip", "red → red", "+0.000", "0", "0", "pass → FAIL"],
-        ["churn", "red → red", "+0.000", "2", "1", "pass → pass"],
-        ["p-only", "red → red", "-0.200", "0", "0", "pass → pass"],
+        ["answer", "red → blue", "-0.700", "0", "1", "pass → FAIL", "-"],  # no explanation recorded here
+        ["flip", "red → red", "+0.000", "0", "0", "pass → FAIL", "-"],
+        ["churn", "red → red", "+0.000", "2", "1", "pass → pass", "-"],
+        ["p-only", "red → red", "-0.200", "0", "0", "pass → pass", "-"],
     ]
     assert "answer (f.yaml): 'red' → 'blue' [answer changed], p 0.900 → 0.200" in text
     assert "same (f.yaml): 'red' → 'red' [same answer], p 0.900 → 0.900" in text
@@ -84,6 +84,8 @@ def measured(files: list[Path], models: tuple[str, str], sae_ref: str) -> dict[s
     out = {}
     for path in files:
         for case in parse_case_file(path, allow_outside_root=True).cases:
+            if hasattr(case, "rows"):  # dataset cases (each:) are not compared
+                continue
             image = case.load_image()
             base, new = (pad.run(image, case.prompt, max_new_tokens=case.max_new_tokens) for pad in pads)
             gained: dict[str, list[str]] = {}
@@ -122,8 +124,10 @@ def check_report(text: str, rows: list[dict], want: dict[str, dict]) -> None:
     for cells in table:
         r, w = changed[cells[0]], want[cells[0]]
         passed = " → ".join("pass" if ok else "FAIL" for ok in r["passed"])
+        why = r["explanation"]["sentence"] if r["explanation"] is not None else "-"  # a flip says why
+        assert (r["explanation"] is not None) == (w["answer"][0] != w["answer"][1])
         assert cells[1:] == [" → ".join(w["answer"]).strip(), f"{w['p'][1] - w['p'][0]:+.3f}", str(w["gained"]),
-                             str(w["lost"]), passed]
+                             str(w["lost"]), passed, why]
 
 
 def test_compare_reports_each_case_measured_on_both_models(tmp_path, saved, perturbed, capsys):

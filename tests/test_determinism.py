@@ -153,10 +153,10 @@ def _raise_in_recorder(exc: BaseException):
 
 
 def _raise_in_encode(exc: BaseException):
-    def encode(self, x):
+    def encode(self, x, **kwargs):
         raise exc
 
-    return SAE, "encode", encode
+    return SAE, "encode_sparse", encode  # the trace's encode (sparse, in tiles)
 
 
 @pytest.mark.parametrize("where", [_raise_in_recorder, _raise_in_encode], ids=["inside-generate", "in-sae-encode"])

@@ -55,7 +55,7 @@ def test_a_trace_records_how_well_the_sae_fits_its_image(shapes_pad, stripes_ima
     assert trace.sae_fit is not None and 0.9 < trace.sae_fit <= 1.0  # the shipped SAE fits its model (0.987 held out)
     codes = shapes_pad.sae.encode(_patches(shapes_pad, stripes_image))
     assert abs(trace.sae_fit - explained_variance(_patches(shapes_pad, stripes_image),
-                                                  shapes_pad.sae.decode(codes))) < 1e-9
+                                                  shapes_pad.sae.decode(codes))) < 1e-6  # sparse decode: float32 sums
 
 
 def _patches(pad, image):

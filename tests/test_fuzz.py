@@ -124,6 +124,7 @@ def expect(draw: st.DrawFn) -> dict[str, Any]:
     keys = draw(st.lists(st.sampled_from(EXPECT_KEYS), min_size=1, max_size=4, unique=True))
     parts = {"answer": answer, "captured": st.lists(captured_item, min_size=1, max_size=3),
              "attended": st.lists(attended_item, min_size=1, max_size=2),
+             "attributed": st.lists(attended_item, min_size=1, max_size=2),  # the same grammar
              "causal": st.lists(causal_item(), min_size=1, max_size=2)}
     return {key: draw(parts[key]) for key in keys}
 
@@ -178,10 +179,11 @@ def case_to_dict(case: Case) -> dict[str, Any]:
         exp["captured"] = [{"concept": c.concept, "absent": c.absent,
                             **({"min_score": c.min_score} if c.min_score is not None else {}),
                             **({"max_rank": c.max_rank} if c.max_rank is not None else {})} for c in e.captured]
-    if e.attended:
-        exp["attended"] = [{"token": a.token, **({"concepts": list(a.concepts)} if a.concepts else {}),
-                            **({"absent": list(a.absent)} if a.absent else {}),
-                            **({"top_k": a.top_k} if a.top_k is not None else {})} for a in e.attended]
+    for key, items in (("attended", e.attended), ("attributed", e.attributed)):
+        if items:
+            exp[key] = [{"token": a.token, **({"concepts": list(a.concepts)} if a.concepts else {}),
+                         **({"absent": list(a.absent)} if a.absent else {}),
+                         **({"top_k": a.top_k} if a.top_k is not None else {})} for a in items]
     if e.causal:
         exp["causal"] = []
         for c in e.causal:

@@ -171,7 +171,9 @@ def test_heatmap_table_has_a_row_per_token_and_a_column_per_latent(report: Path,
         assert set(section["highlighted"]) == set(asserted) & set(expected.latents)
         levels = expected.values.ravel() / np.abs(expected.values).max()
         assert section["colours"] == [hex_colour(v) for v in levels]
-        assert section["heatmaps"] == 1
+        # the switch's other view: the attributed heatmap, over the latents attribution ranks
+        assert section["heatmaps"] == 2
+        assert section["attributed_latents"] == heatmap(trace, top_k=5, extra=asserted, view="attributed").latents
 
 
 def test_images_are_valid_pngs_of_the_expected_sizes(report: Path, results: list[Any]) -> None:
@@ -394,7 +396,8 @@ def test_each_heatmap_latent_has_a_card_with_its_stats_and_reference_images(atla
     trace = pad.run(image, "What shape is the red object?")
     page = write_report(tmp_path / "out", [("case", trace, [check_answer(trace, AnswerSpec(equals="triangle"))])])
     html = page.read_text(encoding="utf-8")
-    columns = heatmap(trace).latents
+    # a card per column of both views of the heatmap (attended first, then what only the attributed view shows)
+    columns = list(dict.fromkeys([*heatmap(trace).latents, *heatmap(trace, view="attributed").latents]))
     cards = re.findall(r'<details class="latent" data-latent="(\d+)">(.*?)</details>', html, re.S)
     assert [int(i) for i, _ in cards] == columns
     labels = trace.labels

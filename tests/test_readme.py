@@ -205,5 +205,5 @@ def test_compare_table_is_the_readme_table(v2, capsys):
     real = capsys.readouterr().out.splitlines()
     claim = next(line for line in shown if "case(s) changed" in line)
     assert norm(claim) in [norm(line) for line in real]
-    header = "case answer Δp gained lost expectations"
+    header = "case answer Δp gained lost expectations why"
     assert table(real, header) == table(shown, header)

@@ -32,6 +32,8 @@ _LAZY = {
     "Intervention": ("vsp_assert.engine.interventions", "Intervention"),
     "InterventionResult": ("vsp_assert.engine.interventions", "InterventionResult"),
     "ConceptAssertionError": ("vsp_assert.checks.assertions", "ConceptAssertionError"),
+    "assert_rate": ("vsp_assert.checks.many", "assert_rate"),
+    "RateAssertionError": ("vsp_assert.checks.many", "RateAssertionError"),
     "VspError": ("vsp_assert.errors", "VspError"),
     "CaseError": ("vsp_assert.errors", "CaseError"),
     "SAEError": ("vsp_assert.errors", "SAEError"),
@@ -44,6 +46,7 @@ __all__ = sorted(_LAZY) + ["__version__"]
 if TYPE_CHECKING:
     from vsp_assert.checks.assertions import ConceptAssertionError
     from vsp_assert.checks.fluent import CheckedTrace, Scratchpad
+    from vsp_assert.checks.many import RateAssertionError, assert_rate
     from vsp_assert.engine.interventions import Intervention, InterventionResult
     from vsp_assert.engine.labels import ConceptLabels
     from vsp_assert.engine.models import LoadedModel, load_model

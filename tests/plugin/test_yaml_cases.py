@@ -108,7 +108,7 @@ cases:
     assert result.ret == 2  # collection error, not a test failure
     out = result.stdout.str()
     assert "test_bad.yaml:6: field 'cases[0].expect.answr': unknown key 'answr' in expect" in out
-    assert "allowed: answer, captured, attended, causal" in out
+    assert "allowed: answer, captured, attended, attributed, causal" in out
     assert "did you mean 'answer'" in out
     assert "model loads this session" not in result.stdout.str()  # nothing was loaded
 

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 class AssertionRecord:
     """One checked expectation (expected vs measured) and the latents / tokens it concerns."""
 
-    kind: str  # answer | captured | attended | causal | sufficient | drift
+    kind: str  # answer | captured | attended | attributed | causal | sufficient | drift
     description: str
     expected: str
     measured: str
@@ -194,6 +194,27 @@ def check_captured(trace: Trace, spec: CapturedSpec, min_score: float | None = N
 
 def check_attended(trace: Trace, spec: AttendedSpec, top_k: int = 5) -> list[AssertionRecord]:
     """One record per concept of the spec; a concept the SAE does not know fails its own record only."""
+    return _check_ranked(trace, spec, top_k, "attended", trace.scores)
+
+
+def check_attributed(trace: Trace, spec: AttendedSpec, top_k: int = 5,
+                     contrast: str | None = None) -> list[AssertionRecord]:
+    """``attributed``: as :func:`check_attended`, ranked by ``trace.attribution`` (contrastive against
+    ``contrast``, the case's ``answer.correct``, when given)."""
+    try:
+        scores = trace.attribution_for(contrast)
+    except VspError as exc:
+        return [AssertionRecord("attributed", f"token {spec.token!r} uses {[str(c) for c in spec.concepts]}",
+                                "an attribution", f"no attribution: {exc.message}", False)]
+    return _check_ranked(trace, spec, top_k, "attributed", scores)
+
+
+def _check_ranked(trace: Trace, spec: AttendedSpec, top_k: int, kind: str,
+                  scores: torch.Tensor) -> list[AssertionRecord]:
+    """The top-k check of ``attended`` / ``attributed`` on the ranking ``scores [T, d_sae]``."""
+    from vsp_assert.engine.trace import top_k as top_of
+
+    verbs = {"attended": ("attends", "does not attend"), "attributed": ("uses", "does not use")}[kind]
     k = spec.top_k or top_k
     wanted = [(c, False, "concepts", j) for j, c in enumerate(spec.concepts)]
     wanted += [(c, True, "absent", j) for j, c in enumerate(spec.absent)]
@@ -206,31 +227,32 @@ def check_attended(trace: Trace, spec: AttendedSpec, top_k: int = 5) -> list[Ass
     try:
         t = trace.token_index(spec.token)
     except InputError as exc:
-        what = f"token {spec.token!r} attends {[str(c) for c in spec.concepts]}"
+        what = f"token {spec.token!r} {verbs[0]} {[str(c) for c in spec.concepts]}"
         place = spec.where.of("token") if spec.where is not None else None
         measured = located(exc, place) if isinstance(spec.token, int) else f"answer tokens {trace.output_tokens!r}"
         if place is not None and not isinstance(spec.token, int):
             measured += f" at {place.field}, line {place.line}"
         known = [i for _, _, ids in resolved if not isinstance(ids, BadReference) for i in ids]
-        return [AssertionRecord("attended", what, f"an output token {spec.token!r}", measured, False,
+        return [AssertionRecord(kind, what, f"an output token {spec.token!r}", measured, False,
                                 latents=known)]
-    top = [i for i, _ in trace.top_concepts(t, k)]
+    top = [i for i, _ in top_of(scores[t], k, trace.hidden)]
     shown = ", ".join(_name(trace, i) for i in top) or "-"
     token_text = trace.output_tokens[t].strip()
     records = []
     for concept, absent, ids in resolved:
-        verb = "does not attend" if absent else "attends"
+        verb = verbs[1] if absent else verbs[0]
         if isinstance(ids, BadReference):
-            records.append(_failed("attended", f"token {token_text!r} {verb} {concept}", "a concept the SAE knows",
+            records.append(_failed(kind, f"token {token_text!r} {verb} {concept}", "a concept the SAE knows",
                                    ids, concept))
             continue
         hit = [i for i in ids if i in top]
         ok = bool(hit) != absent
         name = _name(trace, concept)
-        what = f"token {token_text!r} {verb} {name} (top-{k})"
+        what = f"token {token_text!r} {verb} {name} (top-{k}{' attributed' if kind == 'attributed' else ''})"
         expected = f"{name} {'outside' if absent else 'in'} top-{k}"
-        score = float(trace.scores[t, ids].sum())
-        records.append(AssertionRecord("attended", what, expected, f"top-{k}: {shown}; {name} score {score:.3f}",
+        score = float(scores[t, ids].sum())
+        measure = "attribution" if kind == "attributed" else "score"
+        records.append(AssertionRecord(kind, what, expected, f"top-{k}: {shown}; {name} {measure} {score:.3f}",
                                        ok, latents=ids, tokens=[t], concept=name))
     return records
 
@@ -345,6 +367,8 @@ def run_case(pad: Scratchpad, case: Case, image: Any = None) -> CaseResult:
         records.append(check_captured(trace, cap, case.min_score))
     for att in exp.attended:
         records.extend(check_attended(trace, att, case.top_k))
+    for att in exp.attributed:  # contrastive against the answer the case calls correct, when it names one
+        records.extend(check_attributed(trace, att, case.top_k, exp.answer.correct if exp.answer else None))
     # causal checks: resolved up front, then the usable ones in one batch; records keep the case file's order
     causal: list[AssertionRecord | None] = [
         None if c.sufficient else check_causal_refs(trace, c, pad.sae.labels) for c in exp.causal]

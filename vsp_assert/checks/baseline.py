@@ -215,6 +215,7 @@ class Drift:
     tokens: list[TokenDiff] = field(default_factory=list)
     interventions: list[tuple[str, str, str]] = field(default_factory=list)  # (intervention, then, now)
     baseline: dict[str, Any] | None = None  # the recorded profile compared against (for the "then" heatmap)
+    explanation: Any = None  # why a changed answer flipped (vsp_assert.engine.flip.FlipExplanation), when known
 
     def changed_tokens(self) -> list[TokenDiff]:
         return [t for t in self.tokens if t.gained or t.lost or t.moved]
@@ -264,8 +265,9 @@ def drift_records(drift: Drift, tolerance: Tolerance) -> list[AssertionRecord]:
 
     records = []
     then, now = drift.answer or ("", "")
+    why = f"; {drift.explanation.sentence()}" if drift.answer and drift.explanation is not None else ""
     records.append(AssertionRecord("drift", "answer unchanged since baseline",
-                                   "same answer", f"{then!r} → {now!r}" if drift.answer else "same",
+                                   "same answer", f"{then!r} → {now!r}{why}" if drift.answer else "same",
                                    drift.answer is None))
     if drift.probability is not None:
         p0, p1 = drift.probability
@@ -289,6 +291,21 @@ def drift_records(drift: Drift, tolerance: Tolerance) -> list[AssertionRecord]:
         records.append(AssertionRecord("drift", f"{what}: same outcome as baseline", f"answer after {then_answer!r}",
                                        f"answer after {now_answer!r}", False))
     return records
+
+
+def explain_drift(trace: Trace, old_answer: str) -> Any:
+    """Why the answer left its baseline (:func:`vsp_assert.engine.flip.explain_flip` on the current model), or
+    None when the trace has no Scratchpad to attribute and ablate with."""
+    from vsp_assert.engine.flip import explain_flip
+    from vsp_assert.errors import VspError
+
+    pad = getattr(trace, "scratchpad", None)
+    if pad is None or not trace.can_attribute:
+        return None
+    try:
+        return explain_flip(pad, trace, old_answer)
+    except VspError:
+        return None
 
 
 class BaselineStore:
@@ -340,5 +357,7 @@ def check_result(store: BaselineStore, result: CaseResult, *, update: bool,
         return []
     drift = diff_profiles(old, prof, result.trace, case.tolerance.top_k)
     drift.baseline = old
+    if drift.answer is not None:  # the old model is gone: attribute the old answer against the new one on this one
+        drift.explanation = explain_drift(result.trace, drift.answer[0])
     result.drift = drift
     return drift_records(drift, case.tolerance)

@@ -3,7 +3,10 @@
 For a model update (a fine-tune, a new release) that keeps the vision encoder, and so the SAE, this runs every
 case of the given case files on the base and the new model, and reports per case the answer before/after, the
 change of its probability, and the concepts each output token gained or lost in its top-k — then a summary
-table of the cases that changed, most-changed first (:func:`changed_cases`). It reuses the baseline machinery
+table of the cases that changed, most-changed first (:func:`changed_cases`). A case whose answer flipped is
+explained (:func:`vsp_assert.engine.flip.explain_flip`): the old answer is attributed against the new one on both
+models, the concepts that carry the difference are listed, and the top ones are confirmed by ablation on the new
+model ("ablating stripes on the new model restores 'red'"). It reuses the baseline machinery
 (:func:`profile`, :func:`diff_profiles`): comparing two checkpoints is a drift check whose baseline is computed on
 the fly. The text is :mod:`vsp_assert.render.compare`; the command :mod:`vsp_assert.cli.compare`.
 """
@@ -12,10 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vsp_assert.checks.assertions import same_answer
 from vsp_assert.errors import CaseError
+
+if TYPE_CHECKING:
+    from vsp_assert.engine.flip import FlipExplanation
 
 
 @dataclass
@@ -30,6 +36,7 @@ class CaseComparison:
     lost: dict[int, list[str]]
     base_passed: bool
     new_passed: bool
+    explanation: FlipExplanation | None = None  # why the answer flipped (only for a changed answer)
 
     @property
     def answer_changed(self) -> bool:
@@ -48,6 +55,7 @@ class CaseComparison:
             "answer_prob": [round(self.base_prob, 4), round(self.new_prob, 4)],
             "gained": {str(k): v for k, v in self.gained.items()}, "lost": {str(k): v for k, v in self.lost.items()},
             "passed": [self.base_passed, self.new_passed], "change": round(self.change, 4),
+            "explanation": self.explanation.to_dict() if self.explanation is not None else None,
         }
 
 
@@ -69,7 +77,8 @@ def case_files(paths: list[str]) -> list[Path]:
 
 
 def compare(base: Any, new: Any, files: list[Path]) -> list[CaseComparison]:
-    """Run every case of ``files`` on the two Scratchpads ``base`` and ``new``."""
+    """Run every case of ``files`` on the two Scratchpads ``base`` and ``new`` (dataset cases, ``each:``, are
+    left out: they are rates over rows, not one image)."""
     from vsp_assert.checks.assertions import run_case
     from vsp_assert.checks.baseline import diff_profiles, profile
     from vsp_assert.checks.load import parse_case_file
@@ -78,6 +87,8 @@ def compare(base: Any, new: Any, files: list[Path]) -> list[CaseComparison]:
     for path in files:
         parsed = parse_case_file(path, allow_outside_root=True)
         for case in parsed.cases:
+            if hasattr(case, "rows"):  # a dataset case (each:): rates over rows, not one image to compare
+                continue
             image = case.load_image()
             r0 = run_case(base, case, image=image)
             r1 = run_case(new, case, image=image)
@@ -89,8 +100,23 @@ def compare(base: Any, new: Any, files: list[Path]) -> list[CaseComparison]:
                 gained={t.index: t.gained for t in drift.tokens if t.gained},
                 lost={t.index: t.lost for t in drift.tokens if t.lost},
                 base_passed=r0.passed, new_passed=r1.passed,
+                explanation=explain(base, new, r0.trace, r1.trace) if not same_answer(
+                    r0.trace.answer, r1.trace.answer) else None,
             ))
     return out
+
+
+def explain(base: Any, new: Any, old_trace: Any, new_trace: Any) -> FlipExplanation | None:
+    """Why the answer flipped between the two runs of a case (None when the traces cannot be attributed)."""
+    from vsp_assert.engine.flip import explain_flip
+    from vsp_assert.errors import VspError
+
+    if not new_trace.can_attribute:
+        return None
+    try:
+        return explain_flip(new, new_trace, old_trace.answer, old_pad=base, old_trace=old_trace)
+    except VspError:
+        return None
 
 
 def changed_cases(rows: list[CaseComparison], threshold: float = 0.01) -> list[CaseComparison]:

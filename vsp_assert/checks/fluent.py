@@ -22,11 +22,12 @@ from vsp_assert.checks.assertions import (
     causal_intervention,
     check_answer,
     check_attended,
+    check_attributed,
     check_captured,
     check_causal,
     check_sufficient,
 )
-from vsp_assert.checks.schema import AnswerSpec, AttendedSpec, CapturedSpec, CausalSpec
+from vsp_assert.checks.schema import AnswerSpec, AttendedSpec, AttributedSpec, CapturedSpec, CausalSpec
 from vsp_assert.engine.interventions import InterventionResult
 from vsp_assert.engine.scratchpad import Scratchpad as EngineScratchpad
 from vsp_assert.engine.trace import Trace
@@ -50,6 +51,13 @@ class Scratchpad(EngineScratchpad):
     """
 
     observer: Observer | None = None
+
+    def run_many(self, rows: Any, **options: Any) -> list[Trace]:
+        """One trace per row, rows batched into shared ``generate`` calls (:func:`vsp_assert.checks.many.run_many`;
+        rate them with ``vsp_assert.assert_rate``)."""
+        from vsp_assert.checks.many import run_many
+
+        return run_many(self, rows, **options)
 
     def _new_trace(self, **fields: Any) -> Trace:
         trace = CheckedTrace(**fields, scratchpad=self)
@@ -113,6 +121,17 @@ class CheckedTrace(Trace):
         if not concepts and not absent:
             raise InputError("assert_attended needs concepts (or absent=[...])")
         _report(self, check_attended(self, AttendedSpec(token, tuple(concepts), tuple(absent), top_k)))
+        return self
+
+    def assert_attributed(self, token: str | int, *concepts: Any, top_k: int = 5, absent: Sequence[Any] = (),
+                          correct: str | None = None) -> CheckedTrace:
+        """Assert each concept is among ``token``'s top-k latents by attribution (what the answer *used*;
+        ``absent``: is not); ``correct``: attribute this answer against that one (contrastive)."""
+        __tracebackhide__ = True
+        if not concepts and not absent:
+            raise InputError("assert_attributed needs concepts (or absent=[...])")
+        _report(self, check_attributed(self, AttributedSpec(token, tuple(concepts), tuple(absent), top_k), top_k,
+                                       correct))
         return self
 
     def assert_causal(self, *, ablate: Sequence[Any] = (), steer: dict[str, Any] | None = None,

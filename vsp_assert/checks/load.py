@@ -13,6 +13,7 @@ A case file (a ``*.yaml`` / ``*.yml`` with a top-level ``cases:`` key: :func:`~.
           answer: red                     # or {equals|contains|one_of|not: …, correct: …}
           captured: [red, square]         # or items {concept, min_score | max_rank, absent}
           attended: [{token: red, concepts: [red], absent: [stripes], top_k: 3}]
+          attributed: [{token: red, concepts: [red]}]   # same grammar, ranked by attribution
           causal: [{ablate: [red], changes: true, answer: …, min_drop: 0.3}, {sufficient: true}]
         marks: [xfail]                    # or {xfail: reason} / {skip: reason}
         tolerance: {probability: 0.1, rank_correlation: 0.8}
@@ -32,9 +33,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from vsp_assert.checks.load_attributed import token_concepts
+from vsp_assert.checks.load_dataset import split_dataset, with_dataset
 from vsp_assert.checks.schema import (
     AnswerSpec,
-    AttendedSpec,
+    AttributedSpec,
     CapturedSpec,
     Case,
     CaseFile,
@@ -66,11 +69,10 @@ __all__ = ["is_case_file", "parse_case_file"]
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 FILE_KEYS = ("model", "sae", "defaults", "cases")
 CASE_KEYS = ("id", "image", "prompt", "expect", "marks", "tolerance", "max_new_tokens", "top_k", "description")
-EXPECT_KEYS = ("answer", "captured", "attended", "causal")
+EXPECT_KEYS = ("answer", "captured", "attended", "attributed", "causal")
 DEFAULT_KEYS = ("top_k", "min_score", "max_new_tokens", "tolerance")
 ANSWER_KEYS = ("equals", "contains", "one_of", "not", "correct")
 CAPTURED_KEYS = ("concept", "min_score", "max_rank", "absent")
-ATTENDED_KEYS = ("token", "concepts", "absent", "top_k")
 CAUSAL_KEYS = ("ablate", "steer", "patches", "changes", "answer", "min_drop", "sufficient", "token", "label")
 STEER_KEYS = ("concepts", "value", "scale")
 TOLERANCE_KEYS = ("probability", "rank_correlation", "top_k")
@@ -124,34 +126,6 @@ def _captured(value: Any, ctx: Ctx) -> tuple[CapturedSpec, ...]:
             min_score=as_number(m["min_score"], c.at("min_score", m), "min_score", lo=0) if "min_score" in m else None,
             max_rank=as_int(m["max_rank"], c.at("max_rank", m), "max_rank") if "max_rank" in m else None,
             absent=as_bool(m["absent"], c.at("absent", m), "absent") if "absent" in m else False,
-        ))
-    return tuple(out)
-
-
-def _attended(value: Any, ctx: Ctx) -> tuple[AttendedSpec, ...]:
-    if isinstance(value, Mapping):
-        value = LineList([value])
-        value.line, value.item_lines = ctx.line or 0, [ctx.line or 0]
-    if not isinstance(value, list) or not value:
-        raise ctx.error("attended must be a non-empty list of {token, concepts}", received=kind_of(value))
-    out = []
-    for i, item in enumerate(value):
-        c = ctx.at(i, value)
-        m = as_mapping(item, c, ATTENDED_KEYS, "an attended item")
-        if "token" not in m:
-            raise c.error("an attended item needs 'token' (its text or index)", allowed=", ".join(ATTENDED_KEYS))
-        if "concepts" not in m and "absent" not in m:
-            raise c.error("an attended item needs 'concepts' and/or 'absent'")
-        parts = [("token", c.at("token", m).line)]
-        for key in ("concepts", "absent"):
-            if key in m:
-                parts += concept_parts(key, m[key], c.at(key, m))
-        out.append(AttendedSpec(
-            where=ctx_where(c, parts),
-            token=as_token(m["token"], c.at("token", m)),
-            concepts=as_concepts(m["concepts"], c.at("concepts", m)) if "concepts" in m else (),
-            absent=as_concepts(m["absent"], c.at("absent", m)) if "absent" in m else (),
-            top_k=as_int(m["top_k"], c.at("top_k", m), "top_k") if "top_k" in m else None,
         ))
     return tuple(out)
 
@@ -333,16 +307,15 @@ def parse_case_file(
         if "max_new_tokens" in defaults else None
     d_tol = _tolerance(defaults["tolerance"], dctx.at("tolerance", defaults), Tolerance()) \
         if "tolerance" in defaults else Tolerance()
-    items = top["cases"]
-    cctx = ctx.at("cases", top)
+    items, cctx = top["cases"], ctx.at("cases", top)
     if not isinstance(items, list) or not items:
         raise cctx.error("'cases' must be a non-empty list of cases", received=kind_of(items))
-    base = p.parent.resolve()
-    root_path = Path(root) if root is not None else None
+    base, root_path = p.parent.resolve(), (Path(root) if root is not None else None)
     cases: list[Case] = []
     seen: dict[str, int] = {}
     for i, raw in enumerate(items):
         c = cctx.at(i, items)
+        raw, dataset = split_dataset(raw, c, base, root_path, allow_outside_root)  # each:, rates, controls
         m = as_mapping(raw, c, CASE_KEYS, "a case")
         for required in ("id", "image", "prompt", "expect"):
             if required not in m:
@@ -362,11 +335,13 @@ def parse_case_file(
         expect = Expectations(
             answer=_answer(e["answer"], ectx.at("answer", e)) if "answer" in e else None,
             captured=_captured(e["captured"], ectx.at("captured", e)) if "captured" in e else (),
-            attended=_attended(e["attended"], ectx.at("attended", e)) if "attended" in e else (),
+            attended=token_concepts(e["attended"], ectx.at("attended", e)) if "attended" in e else (),
+            attributed=token_concepts(e["attributed"], ectx.at("attributed", e), AttributedSpec, "attributed")
+            if "attributed" in e else (),
             causal=_causal(e["causal"], ectx.at("causal", e)) if "causal" in e else (),
         )
         ictx = c.at("image", m)
-        cases.append(Case(
+        cases.append(with_dataset(dataset, Case(
             id=case_id,
             image_where=ctx_where(ictx),
             prompt=as_str(m["prompt"], c.at("prompt", m), "prompt"),
@@ -382,7 +357,7 @@ def parse_case_file(
             tolerance=_tolerance(m["tolerance"], c.at("tolerance", m), d_tol) if "tolerance" in m else d_tol,
             description=as_str(m["description"], c.at("description", m), "description")
             if "description" in m else None,
-        ))
+        )))
     return CaseFile(
         path=source,
         cases=tuple(cases),

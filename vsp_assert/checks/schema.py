@@ -71,6 +71,12 @@ class AttendedSpec:
 
 
 @dataclass(frozen=True)
+class AttributedSpec(AttendedSpec):
+    """``attributed:`` — the same grammar as ``attended:``, ranked by attribution (gradient × activation through
+    the SAE) instead of attention; contrastive against the case's ``answer.correct`` when it gives one."""
+
+
+@dataclass(frozen=True)
 class CausalSpec:
     ablate: tuple[str | int, ...] = ()
     steer: tuple[tuple[str | int, ...], float | None, float | None] | None = None  # (concepts, value, scale)
@@ -90,6 +96,7 @@ class Expectations:
     captured: tuple[CapturedSpec, ...] = ()
     attended: tuple[AttendedSpec, ...] = ()
     causal: tuple[CausalSpec, ...] = ()
+    attributed: tuple[AttributedSpec, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     from vsp_assert.cli.compare import add_commands as add_compare
     from vsp_assert.cli.concepts import add_commands as add_concepts
     from vsp_assert.cli.explore import add_commands as add_explore
+    from vsp_assert.cli.report import add_commands as add_report
     from vsp_assert.cli.run import add_commands as add_run
     from vsp_assert.cli.sae import add_commands as add_sae
     from vsp_assert.shapes.cli import add_commands as add_shapes
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sae(sub)
     add_concepts(sub)
     add_shapes(sub)
+    add_report(sub)
     # ---- end of command groups ----
 
     _describe_from_help(sub)

@@ -177,3 +177,89 @@ def recording(recorder: AttentionRecorder) -> Iterator[AttentionRecorder]:
 
 def active_recorder() -> AttentionRecorder | None:
     return _ACTIVE.get()
+
+
+# ---------------------------------------------------------------------- aggregation into Trace.attention
+#: How per-layer attention becomes ``Trace.attention``: ``mass`` averages each layer's raw attention to the image
+#: and then renormalises over patches, so the layers that put most of their attention on the image dominate;
+#: ``layer`` renormalises each layer over the patches first and then averages, so every chosen layer counts the
+#: same whatever share of its attention went to the image (see docs/truth.md for what each finds).
+AGGREGATIONS = ("mass", "layer")
+
+
+@dataclass(frozen=True)
+class AggregatedAttention:
+    """One batch element's attention after aggregation.
+
+    ``attention [T, P]`` (rows sum to 1); ``by_layer [L, T, P]`` (each layer's rows renormalised, sinks removed);
+    ``mass [L, T]``: the share of each layer's attention (over the selected heads) that went to image tokens;
+    ``sinks``: patches dropped as attention sinks."""
+
+    attention: torch.Tensor
+    by_layer: torch.Tensor
+    mass: torch.Tensor
+    sinks: tuple[int, ...] = ()
+
+
+def aggregate_attention(
+    rows: torch.Tensor,  # [L, T, H, N_img]: per layer, output token and head, the attention to each image token
+    to_patches: Any,  # callable [..., N_img] -> [..., P] (PatchMap.to_patches)
+    *,
+    mode: str = "mass",
+    layers: list[int] | None = None,
+    heads: dict[int, list[int]] | None = None,
+    sink_share: float | None = None,
+    min_mass: float = 0.0,
+) -> AggregatedAttention:
+    """Per-layer rows → ``Trace.attention``.
+
+    ``layers``: the LM layer index of each of the ``L`` rows (for ``heads``). ``heads``: per layer, the heads to
+    average (a layer not named keeps all; an empty list drops the layer). ``sink_share``: a patch that receives at
+    least this share of a layer's image attention from *every* output token and every selected head is an
+    attention sink (it draws attention whatever the content) and is removed from that layer before renormalising.
+    ``min_mass`` (``layer`` mode): a layer that puts less than this share of a token's attention on the image is
+    left out of that token's average (it hardly looked at the image; renormalised, its few crumbs would count as
+    much as a layer that looked); when every layer is below it, all count.
+    """
+    if mode not in AGGREGATIONS:
+        from vsp_assert.errors import InputError
+
+        raise InputError("unknown attention aggregation", field="attention_aggregation", received=mode,
+                         allowed=", ".join(AGGREGATIONS))
+    rows = rows.float()
+    n_layers = rows.shape[0]
+    ids = layers if layers is not None else list(range(n_layers))
+    kept: list[torch.Tensor] = []
+    for i in range(n_layers):
+        chosen = (heads or {}).get(ids[i])
+        if chosen is not None and not chosen:
+            kept.append(torch.zeros_like(rows[i, :, 0]))  # [T, N]: the layer is left out
+            continue
+        sel = rows[i] if chosen is None else rows[i][:, list(chosen)]  # [T, H', N]
+        kept.append(sel.mean(1))
+    dropped = [bool(chosen is not None and not chosen) for chosen in ((heads or {}).get(j) for j in ids)]
+    mapped = to_patches(torch.stack(kept))  # [L, T, P]
+    mass = mapped.sum(-1)  # [L, T]
+    sinks: set[int] = set()
+    if sink_share is not None:
+        for i in range(n_layers):
+            if dropped[i]:
+                continue
+            chosen = (heads or {}).get(ids[i])
+            per_head = to_patches(rows[i] if chosen is None else rows[i][:, list(chosen)])  # [T, H', P]
+            head_share = per_head / per_head.sum(-1, keepdim=True).clamp_min(1e-30)
+            sink = (head_share >= sink_share).all(0).all(0)  # [P]: every token, every head
+            sinks.update(int(p) for p in sink.nonzero().flatten())
+        if sinks:
+            mapped = mapped.clone()
+            mapped[..., sorted(sinks)] = 0.0
+    by_layer = mapped / mapped.sum(-1, keepdim=True).clamp_min(1e-30)  # [L, T, P]
+    live = [i for i in range(n_layers) if not dropped[i]] or list(range(n_layers))
+    if mode == "mass":
+        mean = mapped[live].mean(0)  # [T, P]
+    else:
+        weight = (mass[live] >= min_mass).float()  # [L', T]: the layers that looked at the image, per token
+        weight = torch.where(weight.sum(0, keepdim=True) > 0, weight, torch.ones_like(weight))
+        mean = (by_layer[live] * weight[..., None]).sum(0) / weight.sum(0)[:, None]  # [T, P]
+    attention = mean / mean.sum(-1, keepdim=True).clamp_min(1e-30)
+    return AggregatedAttention(attention, by_layer, mass, tuple(sorted(sinks)))

@@ -6,12 +6,16 @@ each trace records how well the SAE reconstructs the activations it explained (:
 the usual figure of SAE training: ``1 − ‖x − x̂‖² / ‖x − x̄‖²`` over the image's patches), and baselines record
 which SAE they were made with (:func:`sae_identity`, a hash of its weights) so that a baseline recorded with
 another SAE is never compared as if it were drift.
+
+:func:`sae_fit` measures it from the trace's sparse codes (``SAE.decode_sparse``: one ``embedding_bag`` over the
+latents that fired), so the figure costs no ``[P, d_sae]`` tensor however wide the SAE.
 """
 
 from __future__ import annotations
 
 import hashlib
 import weakref
+from typing import Any
 
 import torch
 
@@ -30,6 +34,13 @@ def explained_variance(x: torch.Tensor, x_hat: torch.Tensor) -> float:
     if total == 0.0:
         return 1.0 if residual == 0.0 else float("-inf")
     return 1.0 - residual / total
+
+
+def sae_fit(sae: Any, x: torch.Tensor, codes: Any) -> float:
+    """The explained variance of ``sae`` on activations ``x [P, d_in]`` given their sparse codes ``codes``
+    (:class:`~vsp_assert.engine.sparse.SparseActs` from ``sae.encode_sparse(x)``): reconstruction ``[P, d_in]``
+    by the sparse decode, then :func:`explained_variance`."""
+    return explained_variance(x, sae.decode_sparse(codes, x))
 
 
 def sae_identity(sae: torch.nn.Module) -> str:

@@ -154,11 +154,17 @@ def make_edit(
     inputs: dict[str, torch.Tensor] | None = None,
     *,
     same_case: bool = False,
+    support: Any = None,
 ) -> Callable[[torch.Tensor], torch.Tensor | None]:
     """A hook edit for a batch whose row ``b`` gets intervention ``rows[b]`` (None = left untouched).
 
     ``same_case``: every row is a copy of one case (the Scratchpad's intervention batches), so the hooked
     activations are the same in every row and the SAE encodes one row for all.
+
+    ``support``: the case's sparse codes (``Trace.sparse_acts``), for ``same_case`` batches. The edit reads the
+    edited latents' encoder columns only (``SAE.encode_columns``); a TopK SAE's top-k membership, which needs the
+    whole pre-activation row, is then taken from the case's codes (computed once, on the host, before the
+    forward) instead of a second full-width encode. Without it a TopK SAE re-encodes the patches, in tiles.
 
     ``inputs``: the model inputs of the edited forward, for families whose patch layout per element depends on
     them (several views, packed sequences); see :meth:`vsp_assert.engine.adapter.Adapter.patches_of`.
@@ -169,6 +175,9 @@ def make_edit(
 
     n = len(rows)
     plan = EditPlan.build(rows, device=sae.W_dec.device)
+    member = None  # [P, u] bool: TopK membership of the planned latents, from the case's codes
+    if support is not None and same_case and not plan.empty and sae.architecture == "topk":
+        member = support.contains(plan.latents.cpu()).to(sae.W_dec.device)
 
     def edit(hidden: torch.Tensor) -> torch.Tensor | None:  # hidden: the hooked layer's output
         expand = getattr(adapter, "vision_once", False) and hidden.shape[0] == 1 and n > 1
@@ -181,7 +190,9 @@ def make_edit(
             raise RuntimeError(f"intervention batch has {x.shape[0]} rows, expected {n}")
         latents = plan.latents.to(x.device)
         # rows of one case (or expanded from one tower pass) are identical: encode one and share it
-        f = sae.encode(x[:1] if expand or same_case else x)[..., latents]  # [B | 1, P, u]
+        x_enc = x[:1] if expand or same_case else x
+        fits = member is not None and member.shape[0] == x_enc.shape[1]
+        f = sae.encode_columns(x_enc, latents, member if fits else None)  # [B | 1, P, u]
         delta = plan.delta(f)  # [B, P', u]; zero where nothing changes, so x + change is then x exactly
         change = sae.decoder_delta(delta, x[:, : delta.shape[1]], latents=latents).to(x.dtype)  # [B, P', d_in]
         if change.shape[1] < x.shape[1]:

@@ -19,7 +19,9 @@ Weights are loaded with safetensors only (never pickle); a ``.pt`` state dict is
 This module is the stable import path; the code lives in two modules under the ~400-line house rule:
 :mod:`vsp_assert.engine.sae_model` (``SAEConfig``, the ``SAE`` module: what an SAE computes, ``[..., d_in] ↔
 [..., d_sae]``) and :mod:`vsp_assert.engine.sae_format` (the files: ``cfg.json``, weights, sidecar, SAELens'
-registry; ``load_sae`` / ``save_sae``).
+registry; ``load_sae`` / ``save_sae``). ``load_sae(..., dtype=torch.bfloat16)`` keeps the weights in the model's
+half precision when asked. Codes as a trace keeps them (what fired per patch) are
+:class:`~vsp_assert.engine.sparse.SparseActs`, from ``SAE.encode_sparse`` (:mod:`vsp_assert.engine.sae_sparse`).
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ from vsp_assert.engine.sae_format import (
     save_sae,
 )
 from vsp_assert.engine.sae_model import ARCHITECTURES, NORMALIZATIONS, SAE, Architecture, Normalize, SAEConfig
+from vsp_assert.engine.sparse import SparseActs
 
 __all__ = [
     "ARCHITECTURES", "CFG_FILE", "NORMALIZATIONS", "SAE", "SAELENS_PREFIX", "SIDECAR_FILE", "WEIGHTS_FILE",
-    "Architecture", "Normalize", "SAEConfig", "Sidecar", "load_sae", "save_sae",
+    "Architecture", "Normalize", "SAEConfig", "Sidecar", "SparseActs", "load_sae", "save_sae",
 ]

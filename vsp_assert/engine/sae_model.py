@@ -8,7 +8,8 @@ run-time activation normalisation. The core never imports ``sae_lens``: a test c
 library where it is installed.
 
 Shapes: ``encode`` ``[..., d_in] → [..., d_sae]``, ``decode`` ``[..., d_sae] → [..., d_in]``; weights as named
-on :class:`SAE`.
+on :class:`SAE`. The sparse paths (``encode_sparse`` → ``SparseActs [P, w]``, ``decode_sparse``, ``encode_columns``)
+live in :mod:`vsp_assert.engine.sae_sparse`: no ``[P, d_sae]`` beyond one bounded tile.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import torch
 from torch import nn
 
 from vsp_assert.engine.labels import ConceptLabels
+from vsp_assert.engine.sae_sparse import decode_sparse, encode_columns, encode_sparse
+from vsp_assert.engine.sparse import SparseActs
 from vsp_assert.errors import SAEError
 
 Architecture = Literal["standard", "topk", "jumprelu"]
@@ -213,12 +216,17 @@ class SAE(nn.Module):
         # identity at inference when no scaling factor is known, which is what SAELens' loader does too.
         return x, None
 
-    def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
-        """``x[..., d_in]`` → pre-activation ``[..., d_sae]`` (after normalisation and b_dec centring)."""
+    def sae_input(self, x: torch.Tensor) -> torch.Tensor:
+        """``x[..., d_in]`` → what the encoder multiplies, ``[..., d_in]``: in the weights' dtype, normalised
+        and b_dec-centred."""
         sae_in, _ = self._norm_in(x.to(self.W_enc.dtype))
         if self.cfg.apply_b_dec_to_input:
             sae_in = sae_in - self.b_dec
-        return sae_in @ self.W_enc + self.b_enc
+        return sae_in
+
+    def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
+        """``x[..., d_in]`` → pre-activation ``[..., d_sae]`` (after normalisation and b_dec centring)."""
+        return self.sae_input(x) @ self.W_enc + self.b_enc
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Latent activations ``f[..., d_sae]`` for activations ``x[..., d_in]``."""
@@ -233,13 +241,32 @@ class SAE(nn.Module):
         top = torch.topk(pre, k=self.cfg.k, dim=-1)
         return torch.zeros_like(pre).scatter_(-1, top.indices, torch.relu(top.values))
 
+    def encode_sparse(self, x: torch.Tensor, *, chunk_bytes: int | None = None) -> SparseActs:
+        """The codes of ``x[..., d_in]`` (rows flattened) as :class:`~vsp_assert.engine.sparse.SparseActs`,
+        computed in tiles of at most ``chunk_bytes`` (default ``sae_sparse.ENCODE_CHUNK_BYTES``, 32 MiB): no
+        ``[P, d_sae]`` tensor beyond one tile (see :mod:`vsp_assert.engine.sae_sparse`)."""
+        return encode_sparse(self, x, chunk_bytes=chunk_bytes)
+
+    def decode_sparse(self, codes: SparseActs, x: torch.Tensor | None = None) -> torch.Tensor:
+        """``decode`` of sparse codes: ``x̂ [P, d_in]`` (pass ``x`` when the SAE normalises its input)."""
+        return decode_sparse(self, codes, x)
+
+    def encode_columns(self, x: torch.Tensor, latents: torch.Tensor,
+                       member: torch.Tensor | None = None) -> torch.Tensor:
+        """``encode(x)[..., latents]`` reading only those encoder columns (TopK: see :func:`.encode_columns`)."""
+        return encode_columns(self, x, latents, member)
+
     def decode(self, f: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
         """Reconstruction ``x̂[..., d_in]`` of latents ``f[..., d_sae]``.
 
         With run-time normalisation (``constant_norm_rescale``, ``layer_norm``) the reconstruction is mapped
         back with the statistics of the *input* ``x`` it was encoded from, as SAELens does; pass ``x`` then.
         """
-        out = f.to(self.W_dec.dtype) @ self.W_dec + self.b_dec  # [..., d_in]
+        return self.undo_norm(f.to(self.W_dec.dtype) @ self.W_dec + self.b_dec, x)  # [..., d_in]
+
+    def undo_norm(self, out: torch.Tensor, x: torch.Tensor | None) -> torch.Tensor:
+        """A reconstruction ``[..., d_in]`` mapped back with the statistics of the input ``x`` it came from
+        (the identity without run-time normalisation)."""
         if self._normalises:
             if x is None:
                 raise SAEError(

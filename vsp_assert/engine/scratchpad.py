@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 from vsp_assert.engine.adapter import PatchMap
-from vsp_assert.engine.attention import AttentionRecorder, recording
-from vsp_assert.engine.fit import explained_variance
+from vsp_assert.engine.attention import AttentionRecorder, aggregate_attention, recording
+from vsp_assert.engine.fit import sae_fit
 from vsp_assert.engine.hooks import forward_hook, get_module, last_positions_only
 from vsp_assert.engine.images import load_image
 from vsp_assert.engine.interventions import Intervention, InterventionResult, ResolvedIntervention, make_edit, resolve
@@ -40,6 +40,15 @@ class Scratchpad:
         attention_layers: LM layers whose attention is averaged into ``Trace.attention`` (default: all).
         max_new_tokens: default generation length.
     """
+
+    #: how per-layer attention becomes Trace.attention: "mass" or "layer" (vsp_assert.engine.attention.AGGREGATIONS)
+    attention_aggregation: str = "mass"
+    #: per LM layer, the heads averaged into Trace.attention (a layer not named keeps all heads)
+    attention_heads: dict[int, list[int]] | None = None
+    #: drop image tokens that take at least this share of a layer's image attention from every token and head
+    attention_sink_share: float | None = None
+    #: "layer" aggregation: leave out layers that put less than this share of a token's attention on the image
+    attention_min_mass: float = 0.05
 
     def __init__(
         self,
@@ -189,11 +198,10 @@ class Scratchpad:
         token_probs = probs.gather(1, ids[:, None].to(probs.device)).flatten().cpu()  # [T]
         # attention: query row of step t produced token t; mean over heads, restrict to this element's images
         n_img = pmap.image_positions.numel()
-        per_layer = records[:, :n, b, :, 0, :n_img].float().mean(dim=2).cpu()  # [L_sel, T, N_img]
-        mapped = pmap.to_patches(per_layer)  # [L_sel, T, P]
-        by_layer = mapped / mapped.sum(-1, keepdim=True).clamp_min(1e-30)
-        mean = mapped.mean(0)  # [T, P]
-        attention = mean / mean.sum(-1, keepdim=True).clamp_min(1e-30)
+        agg = aggregate_attention(records[:, :n, b, :, 0, :n_img].float().cpu(), pmap.to_patches,  # [L, T, H, N]
+                                  mode=self.attention_aggregation, layers=self.layers, heads=self.attention_heads,
+                                  sink_share=self.attention_sink_share, min_mass=self.attention_min_mass)
+        attention, by_layer = agg.attention, agg.by_layer  # [T, P], [L_sel, T, P]
         x = self.adapter.patches_of(z, z_batch, inputs)[b, : pmap.n_patches]  # [P, d_vision]
         if not bool(torch.isfinite(x).all()):
             raise InputError(
@@ -202,10 +210,10 @@ class Scratchpad:
                 fix="check the model's dtype (try float32) and the image preprocessing",
             )
         with torch.inference_mode():
-            codes = self.sae.encode(x)  # [P, d_sae]
-            fit = explained_variance(x, self.sae.decode(codes, x))
-            acts = codes.float().cpu()
-        scores = attention @ acts  # [T, d_sae]
+            codes = self.sae.encode_sparse(x)  # [P, w] ids + values, encoded in tiles: never [P, d_sae]
+            fit = sae_fit(self.sae, x, codes)
+            acts = codes.to("cpu", torch.float32)
+        scores = acts.weighted(attention)  # [T, d_sae]
         own_inputs = self.adapter.element_inputs(inputs, b)
         own_prompt_len = int(own_inputs["input_ids"].shape[1])
         return self._new_trace(
@@ -215,17 +223,20 @@ class Scratchpad:
             output_ids=ids,
             token_probs=token_probs,
             answer_prob=float(token_probs.prod()) if n else 1.0,
-            acts=acts,
+            sparse_acts=acts,
             attention=attention,
             attention_by_layer=by_layer,
+            attention_mass=agg.mass,
+            attention_sinks=agg.sinks,
             scores=scores,
-            image_scores=acts.mean(0),
+            image_scores=acts.mean(),
             grid=pmap.grid,
             layers=list(self.layers),
             image=image,
             labels=self.sae.labels,
             sae_fit=fit,
             hidden=self.sae.labels.noise if self.filter_noise else frozenset(),
+            attributor=self.attribute,
             replay=Replay(
                 inputs=own_inputs,
                 sequence=torch.cat([own_inputs["input_ids"][0].cpu(), ids, torch.tensor(
@@ -250,7 +261,7 @@ class Scratchpad:
         teacher = batch["input_ids"]
         rows: list[ResolvedIntervention | None] = [None, *specs]
         # the hook reads the layout on the host (no sync); every row is a copy of this case
-        edit = make_edit(self.sae, self.adapter, rows, layout, same_case=True)
+        edit = make_edit(self.sae, self.adapter, rows, layout, same_case=True, support=trace.sparse_acts)
         with forward_hook(self.hook_module, edit), self._read_only_last(T + 1), torch.inference_mode():
             out = self.model(
                 **batch,
@@ -293,6 +304,14 @@ class Scratchpad:
                 results[r - 1]._generate = generate_answers
         return results
 
+    def attribute(self, trace: Trace, contrast: str | None = None) -> torch.Tensor:
+        """``[T, d_sae]`` attribution of ``trace``'s output tokens to the SAE latents (contrastive against the
+        answer ``contrast`` when given): one batched forward and backward, see :mod:`vsp_assert.engine.attribution`.
+        ``trace.attribution`` calls this on first use and caches it."""
+        from vsp_assert.engine.attribution import attribute
+
+        return attribute(self, trace, contrast)
+
     def ablate(self, trace: Trace, *concepts: Any, patches: Sequence[int] | None = None) -> InterventionResult:
         """Ablate ``concepts`` (names, ``"#id"`` or ints) in ``trace``'s case: one intervention."""
         return self.intervene(trace, [Intervention.ablate(*concepts, patches=patches)])[0]
@@ -308,7 +327,7 @@ class Scratchpad:
         layout = self.adapter.intervention_inputs(dict(self._replay(trace).inputs), n)  # on the CPU, read by the hook
         extra = self._to_device(layout)
         ids = extra.pop("input_ids")
-        edit = make_edit(self.sae, self.adapter, specs, layout, same_case=True)
+        edit = make_edit(self.sae, self.adapter, specs, layout, same_case=True, support=trace.sparse_acts)
         with forward_hook(self.hook_module, edit), torch.inference_mode():
             out = self.model.generate(
                 input_ids=ids,

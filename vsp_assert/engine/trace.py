@@ -7,7 +7,7 @@ number of encoder patches the SAE reads, ``d_sae`` the SAE width.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +15,7 @@ import torch
 
 if TYPE_CHECKING:
     from vsp_assert.engine.labels import ConceptLabels
+    from vsp_assert.engine.sparse import SparseActs
 
 
 def top_k(row: torch.Tensor, k: int, hidden: Iterable[int] = ()) -> list[tuple[int, float]]:
@@ -59,7 +60,9 @@ class Trace:
         output_ids: ``[T]`` long — their token ids.
         token_probs: ``[T]`` — probability of each output token when it was generated.
         answer_prob: product of ``token_probs`` (probability of the whole answer, greedy path).
-        acts: ``[P, d_sae]`` — SAE latent activations ``f[p, k]`` per encoder patch at the hooked layer.
+        sparse_acts: SAE latent activations ``f[p, k]`` per encoder patch at the hooked layer, as what fired
+            (:class:`~vsp_assert.engine.sparse.SparseActs`: ``[P, w]`` latent ids and values, w = k for a TopK
+            SAE), so a trace's size does not grow with the SAE's width. ``acts`` is the dense ``[P, d_sae]``.
         attention: ``[T, P]`` — text-to-image attention ``A[t, p]`` of the query that produced token t, averaged
             over the chosen LM layers and all heads, restricted to image keys, mapped to patches; rows sum to 1.
         attention_by_layer: ``[L_sel, T, P]`` — the same before averaging over layers (rows sum to 1 each).
@@ -76,7 +79,7 @@ class Trace:
     output_ids: torch.Tensor
     token_probs: torch.Tensor
     answer_prob: float
-    acts: torch.Tensor
+    sparse_acts: SparseActs
     attention: torch.Tensor
     attention_by_layer: torch.Tensor
     scores: torch.Tensor
@@ -92,6 +95,45 @@ class Trace:
     hidden: frozenset[int] = frozenset()
     #: how the engine re-enters the model for this case (None for a trace built by hand)
     replay: Replay | None = field(default=None, repr=False, compare=False)
+    #: ``[L_sel, T]``: the share of each chosen layer's attention that went to the image (None: not recorded)
+    attention_mass: torch.Tensor | None = None
+    #: patches dropped from the attention as sinks (see Scratchpad.attention_sink_share)
+    attention_sinks: tuple[int, ...] = ()
+    #: computes an attribution ``[T, d_sae]`` (arg: the contrast answer or None); set by the Scratchpad, see
+    #: vsp_assert.engine.attribution. Results are cached per contrast in ``attributions``.
+    attributor: Callable[[Trace, str | None], torch.Tensor] | None = field(default=None, repr=False, compare=False)
+    attributions: dict[str | None, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def attribution(self) -> torch.Tensor:
+        """``[T, d_sae]``: per output token, the first-order effect of ablating each latent on that token's
+        log-probability (gradient × activation through the SAE, error term kept; one batched backward, computed
+        on first use). See :mod:`vsp_assert.engine.attribution`."""
+        return self.attribution_for(None)
+
+    def attribution_for(self, contrast: str | None = None) -> torch.Tensor:
+        """The attribution, contrastive against the answer ``contrast`` (a case's ``correct:``) when given."""
+        key = None if contrast is None else " ".join(str(contrast).split())
+        if key not in self.attributions:
+            if self.attributor is None:
+                from vsp_assert.errors import InputError
+
+                raise InputError("this trace cannot compute an attribution (no Scratchpad made it)",
+                                 field="trace", fix="use a trace returned by Scratchpad.run")
+            self.attributions[key] = self.attributor(self, key)
+        return self.attributions[key]
+
+    @property
+    def can_attribute(self) -> bool:
+        """Whether :attr:`attribution` is available (computed already, or computable)."""
+        return self.attributor is not None or None in self.attributions
+
+    def top_attributed(self, token: str | int, k: int = 5, *, contrast: str | None = None,
+                       keep: Iterable[int] = ()) -> list[tuple[int, float]]:
+        """The ``k`` latents that most support an output token by attribution: ``(id, attribution)``, strongest
+        first (only positive ones; noise left out but ``keep``), as :meth:`top_concepts` does for attention."""
+        row = self.attribution_for(contrast)[self.token_index(token)]
+        return top_k(row, k, self.hidden.difference(keep))
 
     @property
     def n_tokens(self) -> int:
@@ -99,7 +141,13 @@ class Trace:
 
     @property
     def n_patches(self) -> int:
-        return int(self.acts.shape[0])
+        return self.sparse_acts.n_patches
+
+    @property
+    def acts(self) -> torch.Tensor:
+        """``f [P, d_sae]``, dense, built from ``sparse_acts`` on each access (P × d_sae × 4 bytes: 151 MB for
+        576 patches of a 65,536-latent SAE). Prefer ``sparse_acts.columns(ids)`` for a few latents."""
+        return self.sparse_acts.dense()
 
     def display(self, latent: int) -> str:
         """A latent's display name: ``"red#12"`` for a labelled latent, ``"#12"`` otherwise."""

@@ -113,9 +113,9 @@ def latent_view(trace: Trace, latent: Any) -> dict[str, Any]:
         raise InputError("a latent id is an integer", field="latent", received=latent)
     if trace.labels is not None:
         trace.labels.stats(latent)  # range check, with the SAE's bounds in the message
-    elif not 0 <= latent < trace.acts.shape[1]:
+    elif not 0 <= latent < trace.sparse_acts.d_sae:
         raise InputError("latent id out of range", field="latent", received=latent)
-    fires = trace.acts[:, latent].numpy()
+    fires = trace.sparse_acts.columns([latent])[:, 0].numpy()  # [P]
     levels = grid_levels(fires, trace.grid)
     where = None
     if trace.image is not None and levels is not None:

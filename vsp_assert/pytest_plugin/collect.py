@@ -20,6 +20,7 @@ import pytest
 from vsp_assert.checks.load import parse_case_file
 from vsp_assert.checks.schema import Case
 from vsp_assert.errors import VspError
+from vsp_assert.pytest_plugin.dataset_item import dataset_failure_text, is_dataset, run_dataset_item
 from vsp_assert.pytest_plugin.session import vsp_session
 
 if TYPE_CHECKING:
@@ -80,10 +81,13 @@ class VspCaseItem(pytest.Item):
 
         session = vsp_session(self.config)
         try:
-            self.result = run_case(self.pad, self.case)
-            self.result.records.extend(check_result(session.baselines, self.result,
-                                                    update=session.options.update_baseline,
-                                                    sae_id=sae_identity(self.pad.sae)))
+            if is_dataset(self.case):  # each: rows, rates, controls (pytest_plugin/dataset_item.py)
+                self.result = run_dataset_item(self.pad, self.case, session)
+            else:
+                self.result = run_case(self.pad, self.case)
+                self.result.records.extend(check_result(session.baselines, self.result,
+                                                        update=session.options.update_baseline,
+                                                        sae_id=sae_identity(self.pad.sae)))
         except VspError as exc:
             raise exc.with_context(file=self.case.file, line=self.case.line) from None
         session.add_result(self.result)
@@ -91,6 +95,7 @@ class VspCaseItem(pytest.Item):
             raise CaseFailure(self.result)
 
     def repr_failure(self, excinfo: Any, style: Any = None) -> Any:  # type: ignore[override]
+        from vsp_assert.checks.dataset import DatasetResult
         from vsp_assert.render.case import failure_line, render_case
         from vsp_assert.render.drift import render_drift
 
@@ -99,6 +104,8 @@ class VspCaseItem(pytest.Item):
         if isinstance(excinfo.value, CaseFailure):
             result = excinfo.value.result
             style, width = session.style, session.width
+            if isinstance(result, DatasetResult):
+                return self._case_repr(dataset_failure_text(self.nodeid, result, session), failure_line(result.records))
             text = render_case(self.nodeid, result.trace, result.records, style=style, top_k=self.case.top_k,
                                width=width)
             if result.drift is not None and any(not r.passed for r in result.records if r.kind == "drift"):

@@ -23,6 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from vsp_assert.pytest_plugin.dataset_item import dataset_digest
+from vsp_assert.pytest_plugin.shards import add_merge_data
+
 if TYPE_CHECKING:
     from vsp_assert.checks.assertions import CaseResult
 
@@ -40,6 +43,8 @@ def digest(nodeid: str, result: CaseResult, *, show: str | None, report: bool, t
         out["html"] = case_html(0, nodeid, result.trace, result.records, top_k=top_k, max_overlays=MAX_OVERLAYS)
         out["json"] = report_json([(nodeid, result.trace, result.records)], "")["results"][0]
         out["answer_prob"] = float(result.trace.answer_prob)
+        if getattr(result, "summaries", None) is not None:  # a dataset case: its own section and figures
+            dataset_digest(out, nodeid, result, top_k)  # type: ignore[arg-type]
     return out
 
 
@@ -98,5 +103,6 @@ def write_report(directory: str | Path, digests: Sequence[dict[str, Any]], *,
 
     folder = Path(directory)
     page, doc = render_page(digests, title=title)
+    add_merge_data(doc, digests)  # dataset figures, and the digests `vsp-assert report merge` reads (shards.py)
     atomic_write_text(folder / "report.json", json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
     return atomic_write_text(folder / "index.html", page)

@@ -54,8 +54,8 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     Option("model", "VLM to test: a save_pretrained folder, a hub id available offline, or 'shapes'", default="shapes"),
     Option("sae", "SAE folder in the SAELens format (with vsp_assert.json sidecar), or 'shapes'", default="shapes"),
-    Option("device", "torch device for model and SAE (cpu, cuda, cuda:1, …), or auto to spread the model over all "
-           "GPUs (device_map='auto')", default="cpu"),
+    Option("device", "torch device for model and SAE (cpu, cuda, cuda:1, …), auto to spread the model over all "
+           "GPUs (device_map='auto'), or cuda-per-worker: xdist worker i on cuda:(i mod GPUs)", default="cpu"),
     Option("dtype", "model dtype", kind="choice", choices=("float32", "float16", "bfloat16"), default="float32"),
     Option("layers", "LM layers whose attention is averaged: 'all' or a comma list like 0,1,-1", default="all"),
     Option("top-k", "concepts per output token in 'attended' checks and heatmaps", kind="int", default=5),

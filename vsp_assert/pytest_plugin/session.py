@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from vsp_assert.pytest_plugin.devices import worker_device
 from vsp_assert.pytest_plugin.options import VspConfig
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ class VspSession:
         o = self.options
         key = (name or o.model, o.device, o.dtype)
         if key not in self.models:
-            self.models[key] = load_model(key[0], device=o.device, dtype=o.dtype)
+            self.models[key] = load_model(key[0], device=worker_device(o.device), dtype=o.dtype)
             self.loads += 1
         return self.models[key]
 
@@ -71,7 +72,7 @@ class VspSession:
 
         key = (name or self.options.sae, self.options.device)
         if key not in self.saes:
-            self.saes[key] = load_sae(key[0], device=self.options.device)
+            self.saes[key] = load_sae(key[0], device=worker_device(self.options.device))
         return self.saes[key]
 
     def scratchpad(self, model_name: str | None = None, sae_name: str | None = None) -> Any:

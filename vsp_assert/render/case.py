@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from tabulate import tabulate
 
 from vsp_assert.render.style import Style
-from vsp_assert.render.terminal import render_trace, terminal_width
+from vsp_assert.render.terminal import render_layer_rows, render_trace, terminal_width
 
 if TYPE_CHECKING:
     from vsp_assert.checks.assertions import AssertionRecord
@@ -37,8 +37,11 @@ def render_case(
     style: Style,
     top_k: int = 5,
     width: int | None = None,
+    view: str | None = None,
 ) -> str:
-    """Title, the records table, and the trace view with asserted latents and tokens highlighted."""
+    """Title, the records table, and the trace view with asserted latents and tokens highlighted. ``view``: the
+    heatmap's (``attended``, ``attributed``, ``both``); default both where an ``attributed`` check ran, else
+    attended."""
     width = width or terminal_width()
     failing = [r for r in records if not r.passed]
     latents = list(dict.fromkeys(i for r in records for i in r.latents))
@@ -51,9 +54,19 @@ def render_case(
         spatial.append((focus.concept or "concept", focus.latents, token))
     status = style.red("FAILED") if failing else style.green("passed")
     head = f"{style.bold(title)}  {status}  ({len(failing)} of {len(records)} checks failed)"
+    if view is None:
+        view = "both" if any(r.kind == "attributed" for r in records) and trace.can_attribute else "attended"
     body = render_trace(trace, style=style, width=width, top_k=top_k, highlight_latents=latents,
-                        highlight_tokens=tokens, spatial=spatial)
+                        highlight_tokens=tokens, spatial=spatial, view=view, contrast=attribution_contrast(trace))
+    layered = sorted({t for r in failing if r.kind == "attended" for t in r.tokens})
+    if layered and trace.attention_by_layer.shape[0] > 1:  # which layer looked where, for the failing tokens
+        body += "".join("\n\n" + render_layer_rows(trace, t, style=style, k=top_k) for t in layered[:2])
     return "\n".join([head, "", render_records(records, style), "", body])
+
+
+def attribution_contrast(trace: Trace) -> str | None:
+    """The contrast the trace's attribution checks used (the one computed contrastive attribution), if any."""
+    return next((key for key in getattr(trace, "attributions", {}) if key is not None), None)
 
 
 def failure_line(records: Sequence[AssertionRecord]) -> str:

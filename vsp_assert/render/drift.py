@@ -1,7 +1,8 @@
 """The drift view of a failing YAML case: what changed since its baseline, and the heatmaps then and now.
 
 The drift itself is computed as data by :mod:`vsp_assert.checks.baseline` (a :class:`Drift`, carrying the
-baseline profile it was compared with); this module only formats it.
+baseline profile it was compared with, and for a changed answer why it flipped: the concepts that carry the
+change on the current model, confirmed by ablation); this module only formats it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ def render_drift(drift: Drift, trace: Trace, style: Style, width: int) -> str:
     lines = [style.bold("concept drift since baseline")]
     if drift.answer:
         lines.append(f"  answer: {drift.answer[0]!r} → {drift.answer[1]!r}")
+        if drift.explanation is not None:
+            from vsp_assert.render.compare import explanation_lines
+
+            lines += ["    " + line for line in explanation_lines(drift.explanation, style)]
     if drift.probability:
         lines.append(f"  p(answer): {drift.probability[0]:.3f} → {drift.probability[1]:.3f}")
     for tok in drift.tokens:

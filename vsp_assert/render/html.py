@@ -12,9 +12,11 @@ Decisions:
   must open from a CI artifact store or a mail attachment. Every piece of text is ``html.escape``-d.
 - **Record, then format.** Like the terminal report, this module only formats the recorded
   :class:`~vsp_assert.engine.trace.Trace` and :class:`~vsp_assert.checks.assertions.AssertionRecord` objects;
-  it never runs a model. The heatmap is :func:`vsp_assert.engine.analysis.heatmap` with the asserted latents and
-  tokens highlighted, exactly as the terminal shows it, but as an HTML table (every column, values printed in the
-  cells).
+  it never runs a model, with one exception: the heatmap's *attributed* view reads ``Trace.attribution``, which a
+  trace computes on first use (one batched backward) when no ``attributed`` check did. The heatmap is
+  :func:`vsp_assert.engine.analysis.heatmap` with the asserted latents and tokens highlighted, exactly as the
+  terminal shows it, but as an HTML table (every column, values printed in the cells), with a switch between its
+  attended and attributed views.
 - **PIL + numpy only.** Overlays are drawn here (our colour ramp, nearest-neighbour upsampling of the patch
   grid so each patch reads as one block) rather than with matplotlib, which the package does not depend on.
   Small images are upscaled with NEAREST so a 32-pixel test image stays crisp.
@@ -101,6 +103,8 @@ table.heatmap th.cluster { font-size: 10px; color: #666; border-bottom: 1px soli
 table.heatmap th.token { text-align: right; font-weight: 400; white-space: nowrap; }
 table.heatmap tr.hl th.token { font-weight: 700; background: #fff3c4; }
 table.heatmap .cb { border-left: 3px solid #222 !important; }
+.views > input { margin-left: 0; } .views > label { margin-right: 14px; font-size: 13px; }
+.views > input.v-att:checked ~ .view.attributed, .views > input.v-attr:checked ~ .view.attended { display: none; }
 .lid { color: #777; }
 .legend { display: inline-block; width: 160px; height: 10px; vertical-align: middle; margin: 0 6px;
           border: 1px solid #999; }

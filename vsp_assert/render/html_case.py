@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import zlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -138,8 +139,10 @@ def heatmap_html(hm: Heatmap, trace: Trace) -> str:
         marker = "▶ " if hl else ""
         body.append(f'<tr class="tok{" hl" if hl else ""}" data-token="{t}"><th class="token">'
                     f'{_e(marker + _token_text(token))}</th>{"".join(cells)}</tr>')
+    cell = "attribution a[t, k] (gradient × activation)" if hm.view == "attributed" else \
+        "attention-weighted score s[t, k]"
     legend = (f'<p class="note">rows: output tokens (▶ asserted) · columns: latents in clustered order (★ asserted,'
-              f' thick line between clusters) · cell: attention-weighted score s[t, k] · scale 0'
+              f' thick line between clusters) · cell: {cell} · scale 0'
               f'<span class="legend" style="background:{css_gradient()}"></span>{_e(format_value(vmax))}</p>')
     return (f'{legend}<table class="heatmap"><thead><tr><th></th>{head1}</tr>'
             f'<tr><th class="corner">token \\ latent</th>{"".join(head2)}</tr></thead>'
@@ -153,6 +156,33 @@ def _latent_title(trace: Trace, latent: int) -> str:
     from vsp_assert.render.concepts import latent_header
 
     return latent_header(trace.labels, latent)
+
+
+def views_html(trace: Trace, hm: Heatmap, nodeid: str, *, top_k: int, latents: Sequence[int],
+               tokens: Sequence[int], contrast: str | None) -> tuple[str, list[int]]:
+    """The heatmap with its view switch: attended (where each token looked) and attributed (what it used),
+    one shown at a time; attended alone when the trace cannot compute an attribution. Returns the HTML and the
+    latents of both views (for the latent cards)."""
+    from vsp_assert.engine.analysis import heatmap
+    from vsp_assert.errors import VspError
+
+    attended = heatmap_html(hm, trace)
+    if not trace.can_attribute or trace.n_tokens == 0:
+        return attended, list(hm.latents)
+    try:
+        other = heatmap(trace, top_k=top_k, extra=latents, highlight_tokens=tokens, view="attributed",
+                        contrast=contrast)
+    except VspError as exc:
+        return attended + f'<p class="note">no attributed view: {_e(exc.message)}</p>', list(hm.latents)
+    name = f"view-{zlib.crc32(nodeid.encode('utf-8')):08x}"
+    against = f" (against {contrast!r})" if contrast else ""
+    switch = (f'<input type="radio" class="v-att" name="{name}" id="{name}-a" checked>'
+              f'<label for="{name}-a">attended (where each token looked)</label>'
+              f'<input type="radio" class="v-attr" name="{name}" id="{name}-b">'
+              f'<label for="{name}-b">attributed{_e(against)} (what each token used)</label>')
+    return (f'<div class="views">{switch}<div class="view attended">{attended}</div>'
+            f'<div class="view attributed">{heatmap_html(other, trace)}</div></div>',
+            list(dict.fromkeys([*hm.latents, *other.latents])))
 
 
 def latents_html(trace: Trace, latents: Sequence[int]) -> str:
@@ -239,6 +269,27 @@ def attention_html(trace: Trace, highlight: set[int], max_overlays: int) -> str:
             f'(text-to-image attention, brighter = more)</p><div class="figures">{"".join(figures)}</div>{note}')
 
 
+def layers_html(trace: Trace, records: Sequence[AssertionRecord], top_k: int) -> str:
+    """For each token whose ``attended`` check failed: per LM layer, its share of attention on the image and its
+    top concepts under that layer's attention alone (which layer looked where)."""
+    from vsp_assert.render.terminal import layer_rows
+
+    tokens = sorted({t for r in records if r.kind == "attended" and not r.passed for t in r.tokens})
+    if not tokens or trace.attention_by_layer.shape[0] < 2:
+        return ""
+    parts = []
+    for t in tokens[:MAX_OVERLAYS]:
+        body = "".join(
+            f"<tr><td>{layer}</td><td>{'-' if mass is None else f'{mass:.3f}'}</td><td class=\"mono\">"
+            f"{_e(', '.join(f'{trace.display(i)} {v:.2f}' for i, v in tops) or '-')}</td></tr>"
+            for layer, mass, tops in layer_rows(trace, t, top_k))
+        parts.append(f"<p>token {t} {_e(repr(_token_text(trace.output_tokens[t])))}</p><table class=\"grid\">"
+                     f"<thead><tr><th>layer</th><th>image share</th><th>top-{top_k} concepts under this layer's "
+                     f"attention</th></tr></thead><tbody>{body}</tbody></table>")
+    return ('<h3>attention per LM layer (failing attended checks)</h3><p class="note">Trace.attention aggregates '
+            f'these layers; each row ranks concepts by one layer\'s attention alone</p>{"".join(parts)}')
+
+
 def concepts_html(trace: Trace, records: Sequence[AssertionRecord]) -> str:
     if trace.image is None:
         return ""
@@ -249,10 +300,9 @@ def concepts_html(trace: Trace, records: Sequence[AssertionRecord]) -> str:
     if not seen:
         return ""
     base = fit_image(trace.image, OVERLAY_BOX)
-    acts = trace.acts.detach().float().numpy()  # [P, d_sae]
     figures = []
     for (concept, latents), recs in list(seen.items())[:MAX_CONCEPT_MAPS]:
-        fires = acts[:, list(latents)].sum(1)  # [P]
+        fires = trace.sparse_acts.columns(list(latents)).sum(1).float().numpy()  # [P], from the sparse codes
         levels = grid_levels(fires, trace.grid)
         if levels is None:
             return '<p class="note">concept maps skipped: the patches do not form the recorded grid</p>'
@@ -281,6 +331,8 @@ def case_html(index: int, nodeid: str, trace: Trace, records: Sequence[Assertion
     latents = list(dict.fromkeys(i for r in records for i in r.latents))
     tokens = sorted({t for r in (failing or records) for t in r.tokens if r.kind != "answer"})
     hm = heatmap(trace, top_k=top_k, extra=latents, highlight_tokens=tokens)
+    contrast = next((key for key in trace.attributions if key is not None), None)
+    views, view_latents = views_html(trace, hm, nodeid, top_k=top_k, latents=latents, tokens=tokens, contrast=contrast)
     captured = ", ".join(f"{trace.display(i)} {s:.2f}" for i, s in trace.top_captured(6)) or "-"
     image = ""
     if trace.image is not None:
@@ -299,9 +351,10 @@ def case_html(index: int, nodeid: str, trace: Trace, records: Sequence[Assertion
         f'<div class="row">{image}{qa}</div>'
         f"<h3>checks</h3>{records_html(records)}"
         f"{interventions_html(trace, records)}"
-        f"<h3>token × latent heatmap</h3>{heatmap_html(hm, trace)}"
-        f"{latents_html(trace, hm.latents)}"
+        f"<h3>token × latent heatmap</h3>{views}"
+        f"{latents_html(trace, view_latents)}"
         f"{attention_html(trace, set(tokens), max_overlays)}"
+        f"{layers_html(trace, records, top_k)}"
         f"{concepts_html(trace, records)}"
         "</section>"
     )

@@ -55,8 +55,9 @@ def _token_label(text: str) -> str:
 def render_heatmap(hm: Heatmap, *, style: Style, width: int | None = None) -> str:
     """The heatmap as text, at most ``width`` characters wide."""
     width = width or terminal_width()
+    view = " · attributed (gradient × activation)" if hm.view == "attributed" else ""
     title = style.bold("token-latent heatmap") + style.dim(
-        "  (rows: output tokens · columns: latents, clustered · │ between clusters)"
+        f"  (rows: output tokens · columns: latents, clustered · │ between clusters{view})"
     )
     if not hm.latents or not hm.tokens:
         return title + "\n  (no active latents for these tokens)"
@@ -139,7 +140,7 @@ def render_spatial(trace: Trace, latents: Sequence[int], token: int | None, *, s
     if colours is not None and style.enabled:
         panels.append(("image", _grid_lines(torch.zeros(rows * cols), trace.grid, style, colours)))
     ids = torch.tensor(list(latents), dtype=torch.long)
-    fires = trace.acts[:, ids].sum(1) if len(ids) else torch.zeros(trace.n_patches)
+    fires = trace.sparse_acts.columns(ids).sum(1) if len(ids) else torch.zeros(trace.n_patches)  # [P]
     panels.append((f"{concept} fires", _grid_lines(_levels(fires), trace.grid, style)))
     if token is not None and trace.n_tokens:
         att = trace.attention[token]
@@ -158,13 +159,53 @@ def render_spatial(trace: Trace, latents: Sequence[int], token: int | None, *, s
     return "\n".join([header, *body])
 
 
-def render_top_concepts(trace: Trace, k: int = 5) -> str:
+def layer_rows(trace: Trace, token: int, k: int = 5) -> list[tuple[int, float | None, list[tuple[int, float]]]]:
+    """Per chosen LM layer: ``(layer, share of its attention on the image or None, top-k concepts under that
+    layer's attention alone)`` for output token ``token``."""
+    from vsp_assert.engine.trace import top_k as top_of
+
+    out = []
+    for i, layer in enumerate(trace.layers[: trace.attention_by_layer.shape[0]]):
+        att = trace.attention_by_layer[i, token]  # [P]
+        scores = trace.sparse_acts.weighted(att[None])[0]  # [d_sae]
+        mass = float(trace.attention_mass[i, token]) if trace.attention_mass is not None else None
+        out.append((int(layer), mass, top_of(scores, k, trace.hidden)))
+    return out
+
+
+def render_layer_rows(trace: Trace, token: int, *, style: Style, k: int = 5) -> str:
+    """Which layer looked where, for a token whose ``attended`` check failed: per layer its image share and its
+    top concepts, then each layer's attention map side by side."""
+    rows = [[layer, "-" if mass is None else f"{mass:.3f}",
+             ", ".join(f"{trace.display(i)} {v:.2f}" for i, v in tops) or "-"]
+            for layer, mass, tops in layer_rows(trace, token, k)]
+    label = _token_label(trace.output_tokens[token])
+    head = style.bold(f"attention of '{label}' per LM layer") + style.dim(
+        f"  ({trace.attention_by_layer.shape[0]} layers; Trace.attention aggregates them)")
+    table = tabulate(rows, headers=["layer", "image share", f"top-{k} concepts under this layer's attention"],
+                     tablefmt="simple")
+    panels = [(f"layer {layer}", _grid_lines(_levels(trace.attention_by_layer[i, token]), trace.grid, style))
+              for i, layer in enumerate(trace.layers[: trace.attention_by_layer.shape[0]])]
+    if trace.n_patches != trace.grid[0] * trace.grid[1]:
+        return "\n".join([head, table])
+    rows_, cols = trace.grid
+    width = max(cols * 2, max(len(t) for t, _ in panels)) + 3
+    lines = ["".join(style.dim(t.ljust(width)) for t, _ in panels)]
+    for i in range(max(len(p) for _, p in panels)):
+        lines.append("".join((p[i] if i < len(p) else "") + " " * (width - visible_len(p[i] if i < len(p) else ""))
+                             for _, p in panels).rstrip())
+    return "\n".join([head, table, *lines])
+
+
+def render_top_concepts(trace: Trace, k: int = 5, view: str = "attended", contrast: str | None = None) -> str:
+    """Per output token, its top-k latents by attention-weighted score (``attended``) or attribution."""
     rows = []
     for t, token in enumerate(trace.output_tokens):
-        tops = trace.top_concepts(t, k)
+        tops = trace.top_concepts(t, k) if view == "attended" else trace.top_attributed(t, k, contrast=contrast)
         rows.append([t, _token_label(token),
                      ", ".join(f"{trace.display(i)} {s:.2f}" for i, s in tops) or "-"])
-    return tabulate(rows, headers=["#", "token", f"top-{k} attended concepts (score)"], tablefmt="simple")
+    what = "attended concepts (score)" if view == "attended" else "attributed concepts (attribution)"
+    return tabulate(rows, headers=["#", "token", f"top-{k} {what}"], tablefmt="simple")
 
 
 def render_latent_legend(trace: Trace, latents: Sequence[int], *, style: Style) -> str:
@@ -190,12 +231,17 @@ def render_trace(
     highlight_latents: Sequence[int] = (),
     highlight_tokens: Sequence[int] = (),
     spatial: Sequence[tuple[str, Sequence[int], int | None]] = (),
+    view: str = "attended",
+    contrast: str | None = None,
 ) -> str:
-    """Answer, top concepts per token, the heatmap and spatial maps of a trace."""
+    """Answer, top concepts per token, the heatmap and spatial maps of a trace. ``view``: ``attended`` (the
+    attention-weighted heatmap), ``attributed`` (attribution, contrastive against ``contrast`` when given) or
+    ``both``."""
     width = width or terminal_width()
     fit = max(1, (width - TOKEN_COL) // (CELL + 1))  # columns the terminal can show
-    hm = heatmap(trace, top_k=top_k, extra=highlight_latents, highlight_tokens=highlight_tokens,
-                 max_columns=min(24, fit))
+    views = ["attended", "attributed"] if view == "both" else [view]
+    maps = [heatmap(trace, top_k=top_k, extra=highlight_latents, highlight_tokens=highlight_tokens,
+                    max_columns=min(24, fit), view=v, contrast=contrast) for v in views]
     captured = ", ".join(
         f"{trace.display(i)} {s:.2f}" for i, s in trace.top_captured(6)
     )
@@ -203,12 +249,10 @@ def render_trace(
         f"{style.bold('prompt:')} {trace.prompt}",
         f"{style.bold('answer:')} {trace.answer!r}  (p={trace.answer_prob:.3f})",
         f"{style.bold('captured:')} {captured or '-'}",
-        "",
-        render_top_concepts(trace, top_k),
-        "",
-        render_heatmap(hm, style=style, width=width),
     ]
-    legend = render_latent_legend(trace, hm.latents, style=style)
+    for v, m in zip(views, maps):
+        parts += ["", render_top_concepts(trace, top_k, v, contrast), "", render_heatmap(m, style=style, width=width)]
+    legend = render_latent_legend(trace, list(dict.fromkeys(i for m in maps for i in m.latents)), style=style)
     if legend:
         parts += ["", legend]
     for concept, latents, token in spatial:

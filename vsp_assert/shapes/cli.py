@@ -1,6 +1,7 @@
 """The ``vsp-assert shapes`` commands: ``train`` (both recipes), ``report`` (figures on held-out scenes), ``perturb`` (a
-noisy copy of the model, standing in for a model update in drift and compare demos) and ``export`` (scenes + per-concept
-masks + a manifest: an image source with known truth).
+noisy copy of the model, standing in for a model update in drift and compare demos), ``finetune`` (a copy with a new
+shortcut planted, from a declarative spec) and ``export`` (scenes + per-concept masks + a manifest: an image source
+with known truth).
 
 This module only wires argparse to :mod:`~vsp_assert.shapes.train`, :mod:`~vsp_assert.shapes.train_sae`,
 :mod:`~vsp_assert.shapes.report` and :mod:`~vsp_assert.shapes.export`; the main CLI calls :func:`add_commands`. Heavy
@@ -85,9 +86,37 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune(args: argparse.Namespace) -> int:
+    """Plant a new shortcut into a copy of a shapes model (vision tower frozen) and check the rest stayed intact."""
+    from vsp_assert.errors import VspError
+    from vsp_assert.shapes.finetune import FinetuneConfig, finetune_and_save, format_evaluation
+    from vsp_assert.shapes.zoo import ZOO, parse_spec
+
+    if args.list:
+        for name, shortcut in ZOO.items():
+            print(f"{name:16} {shortcut.kind:14} {shortcut.description}")
+        return 0
+    if not args.mechanism or not args.out:
+        print("vsp-assert: error: shapes finetune needs --mechanism and --out (or --list)", file=sys.stderr)
+        return 2
+    try:
+        shortcut = parse_spec(args.mechanism)
+    except VspError as exc:
+        print(f"vsp-assert: error: {exc}", file=sys.stderr)
+        return 2
+    overrides = {"steps": args.steps} if args.steps else {}
+    cfg = FinetuneConfig(seed=args.seed, **overrides)
+    model = None if args.model in (None, "shapes") else args.model
+    record = finetune_and_save(shortcut, cfg, args.out, model_dir=model, eval_n=args.eval_n)
+    print(format_evaluation(record["evaluation"]))
+    print(f"saved to {args.out} ({record['train_seconds']}s); its SAE is the shipped one: --sae shapes")
+    intact = record["evaluation"]["intact"]
+    return 0 if all(intact.values()) or args.allow_broken else 1
+
+
 def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add ``shapes train``, ``report``, ``export`` and ``perturb`` to the main CLI's subparsers."""
-    shapes = subparsers.add_parser("shapes", help="the embedded shapes-world model: train, report, export, perturb")
+    """Add ``shapes train``, ``report``, ``export``, ``perturb`` and ``finetune`` to the main CLI's subparsers."""
+    shapes = subparsers.add_parser("shapes", help="the embedded shapes-world model and its recipes")
     sub = shapes.add_subparsers(dest="shapes_command", required=True)
 
     tr = sub.add_parser("train", help="train the shapes model and its SAE by the project's recipe (seeded)")
@@ -122,6 +151,20 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     pt.add_argument("--scale", type=float, default=1.0, help="noise scale, in units of each tensor's std")
     pt.add_argument("--seed", type=int, default=0, help="noise seed")
     pt.set_defaults(func=_perturb)
+
+    ft = sub.add_parser("finetune", help="plant a new shortcut by a short seeded fine-tune (vision tower frozen)")
+    ft.add_argument("--mechanism", default=None,
+                    help="a zoo name (--list) or a spec: YAML/JSON text or file {name, kind, question, answer, "
+                         "concept, when: {background | target | other}}")
+    ft.add_argument("--out", default=None, help="folder to write the fine-tuned model and finetune.json to")
+    ft.add_argument("--model", default=None, help="model folder to start from (default: the shipped one)")
+    ft.add_argument("--seed", type=int, default=0, help="fine-tune seed (default 0)")
+    ft.add_argument("--steps", type=int, default=None, help="steps (default: the recipe's)")
+    ft.add_argument("--eval-n", type=int, default=200, help="held-out probes per evaluation set (default 200)")
+    ft.add_argument("--allow-broken", action="store_true",
+                    help="exit 0 even when a figure misses its threshold (the model is written either way)")
+    ft.add_argument("--list", action="store_true", help="list the zoo's mechanisms and exit")
+    ft.set_defaults(func=_finetune)
 
 
 def main(argv: list[str] | None = None) -> int:

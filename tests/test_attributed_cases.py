@@ -1,0 +1,176 @@
+"""``attributed:`` in YAML cases and the views built on attribution: the section's grammar and errors, its checks on
+the shapes world, the heatmap switch (terminal and HTML), the per-layer attention shown when an ``attended`` check
+fails, the sufficient-set search's new candidates and the explanation of a flipped answer in a drift report."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from vsp_assert.checks.load import parse_case_file
+from vsp_assert.checks.schema import AttendedSpec, AttributedSpec
+from vsp_assert.errors import CaseError
+
+STRIPES = "{background: stripes, shapes: [{shape: square, color: red, x: 32, y: 32, size: 26}]}"
+
+
+def _file(tmp_path, body: str):
+    path = tmp_path / "cases.yaml"
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def test_attributed_mirrors_attended(tmp_path):
+    parsed = parse_case_file(_file(tmp_path, f"""
+        cases:
+          - id: stripes
+            image: {{scene: {STRIPES}}}
+            prompt: What shape is the red object?
+            expect:
+              answer: {{equals: triangle, correct: square}}
+              attended: [{{token: triangle, concepts: [stripes], top_k: 5}}]
+              attributed:
+                - token: triangle
+                  concepts: [stripes]
+                  absent: [red]
+                  top_k: 3
+        """))
+    expect = parsed.cases[0].expect
+    assert type(expect.attended[0]) is AttendedSpec
+    (spec,) = expect.attributed
+    assert isinstance(spec, AttributedSpec)
+    assert (spec.token, spec.concepts, spec.absent, spec.top_k) == ("triangle", ("stripes",), ("red",), 3)
+    assert spec.where is not None and spec.where.line == 10
+
+
+@pytest.mark.parametrize(("item", "message"), [
+    ("{concepts: [stripes]}", "an attributed item needs 'token'"),
+    ("{token: 0}", "an attributed item needs 'concepts' and/or 'absent'"),
+    ("{token: 0, concepts: [stripes], top: 3}", "unknown key"),
+])
+def test_attributed_errors_name_the_section_and_line(tmp_path, item, message):
+    with pytest.raises(CaseError) as err:
+        parse_case_file(_file(tmp_path, f"""
+            cases:
+              - id: stripes
+                image: {{scene: {STRIPES}}}
+                prompt: What shape is the red object?
+                expect:
+                  attributed: [{item}]
+            """))
+    text = str(err.value)
+    assert message in text and "cases.yaml:7:" in text and "expect.attributed[0]" in text
+
+
+@pytest.fixture(scope="module")
+def shapes_pad():
+    from vsp_assert import Scratchpad, load_model, load_sae
+
+    return Scratchpad(load_model("shapes"), load_sae("shapes"), max_new_tokens=2)
+
+
+def _case(tmp_path, attributed: str, attended: str = ""):
+    return parse_case_file(_file(tmp_path, f"""
+        cases:
+          - id: stripes
+            image: {{scene: {STRIPES}}}
+            prompt: What shape is the red object?
+            expect:
+              answer: {{equals: triangle, correct: square}}
+              attributed: {attributed}
+              {attended}
+        """)).cases[0]
+
+
+def test_attributed_checks_run_contrastive_against_correct(shapes_pad, tmp_path):
+    from vsp_assert.checks.assertions import run_case
+
+    case = _case(tmp_path, "[{token: 0, concepts: [stripes], absent: [red], top_k: 3}]")
+    result = run_case(shapes_pad, case)
+    kinds = [r.kind for r in result.records]
+    assert kinds.count("attributed") == 2 and result.passed, [(r.description, r.measured) for r in result.records]
+    assert "square" in result.trace.attributions  # the contrast was the case's correct answer
+    record = next(r for r in result.records if r.kind == "attributed")
+    assert "uses stripes" in record.description and "attribution" in record.measured
+
+
+def test_a_failing_case_shows_both_heatmaps_and_the_per_layer_attention(shapes_pad, tmp_path):
+    from vsp_assert.checks.assertions import run_case
+    from vsp_assert.render.case import render_case
+    from vsp_assert.render.style import Style
+
+    case = _case(tmp_path, "[{token: 0, concepts: [red], top_k: 2}]",
+                 "attended: [{token: 0, concepts: [red], top_k: 2}]")
+    result = run_case(shapes_pad, case)
+    assert not result.passed
+    text = render_case("x::stripes", result.trace, result.records, style=Style(False), width=160)
+    assert "top-5 attended concepts" in text and "top-5 attributed concepts" in text
+    assert "attributed (gradient × activation)" in text  # the attributed heatmap's title
+    assert "attention of 'triangle' per LM layer" in text
+    for layer in range(3):
+        assert f"layer {layer}" in text
+    from vsp_assert.render.html_case import case_html
+
+    html = case_html(0, "x::stripes", result.trace, result.records, top_k=5, max_overlays=2)
+    assert "attention per LM layer (failing attended checks)" in html and html.count("<td>0.998</td>") == 1
+
+
+def test_html_section_has_the_view_switch(shapes_pad, tmp_path):
+    from vsp_assert.checks.assertions import run_case
+    from vsp_assert.render.html_case import case_html
+
+    result = run_case(shapes_pad, _case(tmp_path, "[{token: 0, concepts: [stripes]}]"))
+    html = case_html(0, "x::stripes", result.trace, result.records, top_k=5, max_overlays=2)
+    assert 'class="view attended"' in html and 'class="view attributed"' in html
+    assert "attribution a[t, k]" in html and "attention-weighted score s[t, k]" in html
+    assert "against &#x27;square&#x27;" in html  # the attributed view is contrastive, as the check was
+
+
+def test_a_hand_built_trace_renders_without_an_attributed_view(pad, images):
+    from dataclasses import replace
+
+    from vsp_assert.render.html_case import case_html
+
+    trace = replace(pad.run(images[0], "what color is the square ?"), attributor=None, attributions={})
+    html = case_html(0, "x", trace, [], top_k=3, max_overlays=1)
+    assert 'class="view attributed"' not in html and "heatmap" in html
+
+
+def test_sufficient_set_tries_concepts_and_attribution_prefixes(shapes_pad):
+    from vsp_assert.engine.analysis import find_sufficient_set
+    from vsp_assert.shapes import Scene
+
+    image = Scene.from_dict({"background": "stripes", "shapes": [
+        {"shape": "circle", "color": "blue", "x": 32, "y": 32, "size": 26}]}).render()
+    trace = shapes_pad.run(image, "What shape is the blue object?")
+    assert trace.answer == "triangle"
+    found = find_sufficient_set(shapes_pad, trace, 0)
+    sources = {c.source.split(" ")[0] for c in found.candidates}
+    assert {"cluster", "concept", "attribution"} <= sources
+    assert found.found and found.result is not None and found.result.answer_after == "circle"
+    assert set(found.latents) & set(shapes_pad.labels.resolve("stripes"))
+    # nothing can work when the answer does not depend on the image: the search says so
+    none = find_sufficient_set(shapes_pad, trace, 0, candidates=[[0], [1]])
+    assert not none.found and "none of 2 candidates" in none.note
+
+
+def test_drift_explains_a_flipped_answer(shapes_pad, tmp_path):
+    from vsp_assert.checks.assertions import CaseResult, run_case
+    from vsp_assert.checks.baseline import BaselineStore, baseline_path, check_result, profile
+    from vsp_assert.render.drift import render_drift
+    from vsp_assert.render.style import Style
+
+    case = _case(tmp_path, "[{token: 0, concepts: [stripes]}]")
+    result = run_case(shapes_pad, case)
+    old = profile(result.trace, result.records)
+    old["answer"] = "square"  # the baseline said 'square' (the true shape); the model now says 'triangle'
+    store = BaselineStore(model="shapes", sae="shapes")
+    store._read[baseline_path(case.file)] = {case.id: old}
+    holder = CaseResult(case, result.trace, result.records)
+    records = check_result(store, holder, update=False)
+    flip = next(r for r in records if r.description == "answer unchanged since baseline")
+    assert not flip.passed and "ablating stripes on the new model restores 'square'" in flip.measured
+    assert holder.drift is not None and holder.drift.explanation.responsible == "stripes"
+    text = render_drift(holder.drift, result.trace, Style(False), 120)
+    assert "carried by stripes" in text and "restores 'square'" in text

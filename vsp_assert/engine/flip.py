@@ -1,0 +1,169 @@
+"""Why did the answer flip? The concepts that carry the difference between an old answer and a new one.
+
+When a model update changes an answer from ``old`` to ``new`` (a baseline that no longer holds, a case that
+``vsp-assert compare`` lists as changed), :func:`explain_flip`:
+
+1. attributes the new answer *against* the old one on the new model (contrastive attribution, see
+   :mod:`vsp_assert.engine.attribution`): ``a_new[k]``, what each latent does for the margin
+   ``log p(new) − log p(old)`` at the first output token where the two answers part;
+2. when the old model is at hand too, attributes the old answer against the new one on it (``a_old[k]``, for the
+   margin ``log p(old) − log p(new)``), so that ``Δ[k] = a_new[k] + a_old[k]`` is how much more latent ``k``
+   pushes towards the new answer than it did before. The SAE reads the vision encoder, which an LM-side update
+   leaves as it was, so the activations are the same on both models and the difference is how the LM reads them.
+   Without the old model, ``Δ = a_new``;
+3. sums ``Δ`` over each labelled concept's latents that fire on the image and ranks the concepts. Those with a
+   positive share that push towards the new answer on the new model (``a_new > 0``) carry the flip; those with a
+   positive share that still push towards the old answer are listed apart as *weakened* (the new model reads
+   them less), since ablating them cannot bring the old answer back;
+4. confirms the top ones by ablation on the new model, all in one batched intervention: "ablating stripes on the
+   new model restores 'red'" when the answer goes back to the old one.
+
+Plain data out (:class:`FlipExplanation`); the checks and the renderers put it in the drift report and the
+compare table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from vsp_assert.engine.scratchpad import Scratchpad
+    from vsp_assert.engine.trace import Trace
+
+
+def _same(a: str, b: str) -> bool:
+    return " ".join(str(a).lower().split()) == " ".join(str(b).lower().split())
+
+
+@dataclass
+class Confirmation:
+    """One concept ablated on the new model: the answer it gave, and whether that is the old answer again."""
+
+    concept: str
+    latents: list[int]
+    answer_after: str
+    restores: bool
+    p_new_after: float
+
+    def sentence(self, old_answer: str) -> str:
+        if self.restores:
+            return f"ablating {self.concept} on the new model restores {old_answer!r}"
+        return f"ablating {self.concept} on the new model gives {self.answer_after!r}"
+
+
+@dataclass
+class FlipExplanation:
+    """Why ``old_answer`` became ``new_answer``: concepts ranked by their share of the change (``concepts``:
+    ``(name, share, firing latents)``), the strongest latents (``latents``: ``(id, Δ)``), and the ablations that
+    checked the top concepts. ``both_models``: the old model's side was attributed too."""
+
+    old_answer: str
+    new_answer: str
+    token: int
+    concepts: list[tuple[str, float, list[int]]] = field(default_factory=list)
+    weakened: list[tuple[str, float, list[int]]] = field(default_factory=list)
+    latents: list[tuple[int, float]] = field(default_factory=list)
+    confirmations: list[Confirmation] = field(default_factory=list)
+    both_models: bool = False
+
+    @property
+    def confirmed(self) -> list[Confirmation]:
+        return [c for c in self.confirmations if c.restores]
+
+    @property
+    def responsible(self) -> str | None:
+        """The concept the explanation names: the first confirmed one, else the top-ranked one."""
+        if self.confirmed:
+            return self.confirmed[0].concept
+        return self.concepts[0][0] if self.concepts else None
+
+    def sentence(self) -> str:
+        """One line for a table: the confirmed ablation, else the top concepts and what ablating them gave."""
+        if self.confirmed:
+            return self.confirmed[0].sentence(self.old_answer)
+        if not self.concepts:
+            return "no labelled concept carries the change"
+        tops = ", ".join(f"{name} ({share:+.2f})" for name, share, _ in self.concepts[:3])
+        tried = "; ".join(c.sentence(self.old_answer) for c in self.confirmations[:1])
+        return f"carried by {tops}" + (f"; {tried}" if tried else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "old_answer": self.old_answer, "new_answer": self.new_answer, "token": self.token,
+            "both_models": self.both_models, "responsible": self.responsible, "sentence": self.sentence(),
+            "concepts": [{"concept": n, "share": round(s, 4), "latents": ids} for n, s, ids in self.concepts],
+            "weakened": [{"concept": n, "share": round(s, 4), "latents": ids} for n, s, ids in self.weakened],
+            "latents": [[i, round(v, 4)] for i, v in self.latents],
+            "confirmations": [{"concept": c.concept, "latents": c.latents, "answer_after": c.answer_after,
+                               "restores": c.restores, "p_new_after": round(c.p_new_after, 4)}
+                              for c in self.confirmations],
+        }
+
+
+def first_difference(pad: Scratchpad, trace: Trace, other: str) -> int:
+    """The first output token of ``trace`` where its answer and ``other`` differ (0 when they never do)."""
+    from vsp_assert.engine.attribution import contrast_ids
+
+    ids = contrast_ids(pad, trace, other)
+    for t in range(trace.n_tokens):
+        if t >= len(ids) or int(ids[t]) != int(trace.output_ids[t]):
+            return t
+    return 0
+
+
+def explain_flip(
+    new_pad: Scratchpad,
+    new_trace: Trace,
+    old_answer: str,
+    *,
+    old_pad: Scratchpad | None = None,
+    old_trace: Trace | None = None,
+    top: int = 3,
+    n_latents: int = 8,
+) -> FlipExplanation:
+    """Explain why ``new_trace``'s answer is no longer ``old_answer`` (see the module docstring).
+
+    ``old_pad`` / ``old_trace``: the old model and its trace of the same case (``old_trace`` is run on
+    ``old_pad`` when only the pad is given). ``top``: concepts confirmed by ablation (one batched intervention).
+    """
+    from vsp_assert.engine.interventions import Intervention
+
+    new_answer = new_trace.answer
+    out = FlipExplanation(old_answer, new_answer, 0)
+    if new_trace.n_tokens == 0 or _same(old_answer, new_answer):
+        return out
+    t = first_difference(new_pad, new_trace, old_answer)
+    out.token = t
+    now = new_trace.attribution_for(old_answer)[t].clone()  # [d_sae]: pushes towards new over old, now
+    delta = now.clone()
+    if old_pad is not None and old_trace is None and new_trace.image is not None:
+        old_trace = old_pad.run(new_trace.image, new_trace.prompt)
+    if old_pad is not None and old_trace is not None and old_trace.n_tokens and _same(old_trace.answer, old_answer):
+        t_old = min(first_difference(old_pad, old_trace, new_answer), old_trace.n_tokens - 1)
+        delta += old_trace.attribution_for(new_answer)[t_old]  # pushed towards old over new, before
+        out.both_models = True
+    firing = new_trace.image_scores > 0
+    delta[~firing] = 0.0
+    for i in new_trace.hidden:
+        delta[int(i)] = 0.0
+    order = torch.argsort(delta, descending=True)
+    out.latents = [(int(i), float(delta[i])) for i in order[:n_latents] if float(delta[i]) > 0]
+    if new_trace.labels is not None:
+        ranked = []
+        for name, ids in new_trace.labels.concepts.items():
+            live = [int(i) for i in ids if bool(firing[int(i)])]
+            if live:
+                ranked.append((name, float(delta[live].sum()), live, float(now[live].sum())))
+        ranked.sort(key=lambda item: -item[1])
+        out.concepts = [(n, d, ids) for n, d, ids, push in ranked if d > 0 and push > 0]
+        out.weakened = [(n, d, ids) for n, d, ids, push in ranked if d > 0 and push <= 0]
+    checks = out.concepts[:top]
+    if checks:
+        results = new_pad.intervene(new_trace, [Intervention.ablate(*ids) for _, _, ids in checks])
+        for (name, _, ids), r in zip(checks, results):
+            after = r.answer_after
+            out.confirmations.append(Confirmation(name, ids, after, _same(after, old_answer), r.p_after))
+    return out
