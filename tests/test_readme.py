@@ -182,7 +182,7 @@ def test_guarding_steps_give_the_readme_counts_and_drift(pytester, v2, monkeypat
     (rule,) = [line for line in block("$ pytest broken.yaml") if norm(line) == "-- vsp-assert --"]
     monkeypatch.setenv("COLUMNS", str(len(rule)))  # the README's terminal width: the heatmaps' columns fit it
     steps = guarding_steps()
-    assert [counts for _, counts in steps] == [{"passed": 12}, {"failed": 1, "passed": 11}, {"passed": 12}]
+    assert [counts for _, counts in steps] == [{"passed": 19}, {"failed": 1, "passed": 18}, {"passed": 19}]
     shutil.copytree(ROOT / "cases", pytester.path / "cases")  # step 3 rewrites the baselines: on a copy
     drift_shown = block("concept drift since baseline")
     for args, counts in steps:

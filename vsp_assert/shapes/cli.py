@@ -1,7 +1,7 @@
 """The ``vsp-assert shapes`` commands: ``train`` (both recipes), ``report`` (figures on held-out scenes), ``perturb`` (a
 noisy copy of the model, standing in for a model update in drift and compare demos), ``finetune`` (a copy with a new
-shortcut planted, from a declarative spec) and ``export`` (scenes + per-concept masks + a manifest: an image source
-with known truth).
+shortcut planted from a declarative spec, or with a shipped mechanism weakened: ``--weaken``) and ``export``
+(scenes + per-concept masks + a manifest: an image source with known truth).
 
 This module only wires argparse to :mod:`~vsp_assert.shapes.train`, :mod:`~vsp_assert.shapes.train_sae`,
 :mod:`~vsp_assert.shapes.report` and :mod:`~vsp_assert.shapes.export`; the main CLI calls :func:`add_commands`. Heavy
@@ -96,17 +96,30 @@ def _finetune(args: argparse.Namespace) -> int:
         for name, shortcut in ZOO.items():
             print(f"{name:16} {shortcut.kind:14} {shortcut.description}")
         return 0
-    if not args.mechanism or not args.out:
-        print("vsp-assert: error: shapes finetune needs --mechanism and --out (or --list)", file=sys.stderr)
+    if bool(args.mechanism) == bool(args.weaken) or not args.out:
+        print("vsp-assert: error: shapes finetune needs --out and one of --mechanism, --weaken (or --list)",
+              file=sys.stderr)
         return 2
+    overrides = {"steps": args.steps} if args.steps else {}
+    cfg = FinetuneConfig(seed=args.seed, **overrides)
+    model = None if args.model in (None, "shapes") else args.model
+    if args.weaken:
+        from vsp_assert.shapes.weaken import format_weakened, weaken_and_save
+
+        try:
+            record = weaken_and_save(args.weaken, cfg, args.out, fraction=args.fraction, model_dir=model,
+                                     eval_n=args.eval_n)
+        except VspError as exc:
+            print(f"vsp-assert: error: {exc}", file=sys.stderr)
+            return 2
+        print(format_weakened(record))
+        print(f"saved to {args.out}; its SAE is the shipped one: --sae shapes")
+        return 0
     try:
         shortcut = parse_spec(args.mechanism)
     except VspError as exc:
         print(f"vsp-assert: error: {exc}", file=sys.stderr)
         return 2
-    overrides = {"steps": args.steps} if args.steps else {}
-    cfg = FinetuneConfig(seed=args.seed, **overrides)
-    model = None if args.model in (None, "shapes") else args.model
     record = finetune_and_save(shortcut, cfg, args.out, model_dir=model, eval_n=args.eval_n)
     print(format_evaluation(record["evaluation"]))
     print(f"saved to {args.out} ({record['train_seconds']}s); its SAE is the shipped one: --sae shapes")
@@ -156,6 +169,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     ft.add_argument("--mechanism", default=None,
                     help="a zoo name (--list) or a spec: YAML/JSON text or file {name, kind, question, answer, "
                          "concept, when: {background | target | other}}")
+    ft.add_argument("--weaken", default=None,
+                    help="instead of planting: weaken a shipped mechanism (misleading_concept, limited_alignment) "
+                         "by training its situations with their true labels (a mock update; use a few --steps)")
+    ft.add_argument("--fraction", type=float, default=0.5,
+                    help="with --weaken: the share of each batch that is the mechanism's situation (default 0.5)")
     ft.add_argument("--out", default=None, help="folder to write the fine-tuned model and finetune.json to")
     ft.add_argument("--model", default=None, help="model folder to start from (default: the shipped one)")
     ft.add_argument("--seed", type=int, default=0, help="fine-tune seed (default 0)")

@@ -170,9 +170,14 @@ def load_shapes(model_dir: str | Path | None = None) -> tuple[LlavaForConditiona
     return model, PromptEncoder(AutoTokenizer.from_pretrained(folder))
 
 
-def finetune(shortcut: Shortcut, cfg: FinetuneConfig, *, model_dir: str | Path | None = None,
-             log: Callable[[str], None] = print) -> tuple[LlavaForConditionalGeneration, dict[str, Any]]:
-    """Fine-tune a copy of the model in ``model_dir`` (default: the shipped one) to plant ``shortcut``."""
+def finetune(shortcut: Shortcut | None, cfg: FinetuneConfig, *, model_dir: str | Path | None = None,
+             log: Callable[[str], None] = print,
+             batches: tuple[int, Callable[[np.random.Generator], list[Example]]] | None = None,
+             ) -> tuple[LlavaForConditionalGeneration, dict[str, Any]]:
+    """Fine-tune a copy of the model in ``model_dir`` (default: the shipped one) to plant ``shortcut``.
+
+    ``batches`` replaces the shortcut's batch mix by ``(stream id, batch function)``: the same loop, frozen tower
+    and schedule for another data mix (:mod:`~vsp_assert.shapes.weaken`)."""
     from vsp_assert.shapes.train import answer_loss
 
     torch.set_num_threads(cfg.threads)
@@ -186,7 +191,13 @@ def finetune(shortcut: Shortcut, cfg: FinetuneConfig, *, model_dir: str | Path |
     no_decay = [p for n, p in params if not (p.ndim >= 2 and "embed" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
-    rng = np.random.default_rng([FINETUNE_STREAM, shortcut._id, cfg.seed])
+    if batches is None:
+        if shortcut is None:
+            raise ValueError("finetune needs a shortcut or a batch function")
+        planted = shortcut
+        batches = (planted._id, lambda r: batch_for(planted, r, cfg))
+    stream, make = batches
+    rng = np.random.default_rng([FINETUNE_STREAM, stream, cfg.seed])
     model.train()
     tower.eval()
     t0 = time.perf_counter()
@@ -194,7 +205,7 @@ def finetune(shortcut: Shortcut, cfg: FinetuneConfig, *, model_dir: str | Path |
     for step in range(cfg.steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
-        loss, _ = answer_loss(model, enc, batch_for(shortcut, rng, cfg))
+        loss, _ = answer_loss(model, enc, make(rng))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in params], cfg.grad_clip)
@@ -214,17 +225,27 @@ def _rate(flags: list[bool]) -> float:
     return round(float(np.mean(flags)), 4) if flags else 0.0
 
 
-def evaluate(model: LlavaForConditionalGeneration, enc: PromptEncoder, shortcut: Shortcut, *, seed: int = 1,
-             n: int = 200) -> dict[str, Any]:
-    """Figures on held-out scenes of ``seed`` (see the module docstring); ``intact`` says which thresholds hold."""
+def clean_accuracy(model: LlavaForConditionalGeneration, enc: PromptEncoder, *, seed: int, n: int,
+                   skip: Callable[[Scene, Question], bool] = lambda s, q: False,
+                   label: Callable[[Scene, Question, str], str] = lambda s, q, lab: lab) -> dict[str, float]:
+    """Accuracy per question type on ``n`` held-out clean examples of ``seed`` (``skip``: left out; ``label``: the
+    label to score against, default the shipped one)."""
+    clean = [e for e in clean_examples(seed, n) if not skip(e.scene, e.question)]
     with torch.no_grad():
-        clean = [e for e in clean_examples(seed, n) if not shortcut.holds(e.scene, e.question)]
         got = answers(model, enc, [e.scene for e in clean], [e.question.text for e in clean])
-        by_type = {t: _rate([a == e.label for a, e in zip(got, clean) if e.question.qtype == t]) for t in QTYPES}
-        planted: dict[str, dict[str, float]] = {}
+    return {t: _rate([a == label(e.scene, e.question, e.label) for a, e in zip(got, clean) if e.question.qtype == t])
+            for t in QTYPES}
+
+
+def planted_rates(model: LlavaForConditionalGeneration, enc: PromptEncoder, *, seed: int, n: int,
+                  skip: Callable[[Scene, Question], bool] = lambda s, q: False) -> dict[str, dict[str, float]]:
+    """Each shipped mechanism's trigger rate (it shows as planted) and control rate (it fires where it must not)
+    on ``n`` held-out probes of ``seed``; probes where ``skip`` holds are left out."""
+    planted: dict[str, dict[str, float]] = {}
+    with torch.no_grad():
         for name, mech in MECHANISMS.items():
             def applies(p: Any) -> bool:
-                return shortcut.holds(p.scene, p.question) or (p.fix is not None and shortcut.holds(p.scene, p.fix))
+                return skip(p.scene, p.question) or (p.fix is not None and skip(p.scene, p.fix))
 
             trig = [p for p in mech.trigger_scenes(seed, n) if not applies(p)]
             ctrl = [p for p in mech.control_scenes(seed, n) if not applies(p)]
@@ -238,6 +259,15 @@ def evaluate(model: LlavaForConditionalGeneration, enc: PromptEncoder, shortcut:
                 "trigger_rate": _rate([mech.shows(p, a, f) for p, a, f in zip(trig, t_ans, fixes)]),
                 "control_rate": _rate([mech.fires(p, a) for p, a in zip(ctrl, c_ans)]),
                 "n_trigger": len(trig), "n_control": len(ctrl)}
+    return planted
+
+
+def evaluate(model: LlavaForConditionalGeneration, enc: PromptEncoder, shortcut: Shortcut, *, seed: int = 1,
+             n: int = 200) -> dict[str, Any]:
+    """Figures on held-out scenes of ``seed`` (see the module docstring); ``intact`` says which thresholds hold."""
+    with torch.no_grad():
+        by_type = clean_accuracy(model, enc, seed=seed, n=n, skip=shortcut.holds)
+        planted = planted_rates(model, enc, seed=seed, n=n, skip=shortcut.holds)
         trig = shortcut.trigger_scenes(seed, n)
         ctrl = shortcut.control_scenes(seed, n)
         t_ans = answers(model, enc, [p.scene for p in trig], [p.question.text for p in trig])
