@@ -106,7 +106,7 @@ def test_a_failing_case_shows_both_heatmaps_and_the_per_layer_attention(shapes_p
     assert not result.passed
     text = render_case("x::stripes", result.trace, result.records, style=Style(False), width=160)
     assert "top-5 attended concepts" in text and "top-5 attributed concepts" in text
-    assert "attributed (gradient × activation)" in text  # the attributed heatmap's title
+    assert "token-latent heatmap  (attributed: gradient × activation against 'square'" in text  # its title
     assert "attention of 'triangle' per LM layer" in text
     for layer in range(3):
         assert f"layer {layer}" in text
@@ -174,3 +174,41 @@ def test_drift_explains_a_flipped_answer(shapes_pad, tmp_path):
     assert holder.drift is not None and holder.drift.explanation.responsible == "stripes"
     text = render_drift(holder.drift, result.trace, Style(False), 120)
     assert "carried by stripes" in text and "restores 'square'" in text
+
+
+def _answer_case(tmp_path, answer: str):
+    return parse_case_file(_file(tmp_path, f"""
+        cases:
+          - id: stripes
+            image: {{scene: {STRIPES}}}
+            prompt: What shape is the red object?
+            expect:
+              answer: {answer}
+        """)).cases[0]
+
+
+@pytest.mark.parametrize(("answer", "contrast"), [
+    ("{equals: square}", "square"),                       # a failing expectation: against what was expected
+    ("{not: triangle, correct: circle}", "circle"),       # a failing known-failure case: against its right answer
+    ("{equals: triangle, correct: square}", None),        # passing: nothing computed
+    ("{not: triangle}", None),                            # failing, but no right answer is named
+])
+def test_a_failing_case_with_a_known_right_answer_shows_what_made_the_model_say_otherwise(shapes_pad, tmp_path,
+                                                                                          answer, contrast):
+    """The zoo (docs/truth.md) found contrastive attribution the view that names the cause: a failing case whose
+    right answer is known gets it beside attention, contrasted with that answer; other cases keep one view."""
+    from vsp_assert.checks.assertions import run_case
+    from vsp_assert.render.case import render_case
+    from vsp_assert.render.style import Style
+
+    result = run_case(shapes_pad, _answer_case(tmp_path, answer))
+    assert result.trace.answer == "triangle"
+    assert [k for k in result.trace.attributions if k is not None] == ([contrast] if contrast else [])
+    text = render_case("x::stripes", result.trace, result.records, style=Style(False), width=160)
+    if contrast is None:
+        assert "attributed" not in text
+        return
+    assert f"top-5 attributed concepts (attribution against {contrast!r})" in text
+    if contrast == "square":  # the stripes latents carry "triangle" rather than the square that is there
+        tops = [shapes_pad.sae.labels.name_of(i) for i, _ in result.trace.top_attributed(0, 2, contrast=contrast)]
+        assert tops == ["stripes", "stripes"]

@@ -380,4 +380,21 @@ def run_case(pad: Scratchpad, case: Case, image: Any = None) -> CaseResult:
     records.extend(r for r in causal if r is not None)
     for suff in (c for c in exp.causal if c.sufficient):
         records.append(check_sufficient(pad, trace, suff))
+    explain_failure(trace, exp.answer, records)
     return CaseResult(case, trace, records)
+
+
+def explain_failure(trace: Trace, spec: AnswerSpec | None, records: Sequence[AssertionRecord]) -> str | None:
+    """On a failing case whose right answer is known (``correct:``, else ``equals:``) and is not the model's, compute
+    the attribution contrasted with it: the failure view shows it beside attention, since on the zoo of fine-tuned
+    shortcuts it was the view that found the cause (docs/truth.md). Returns the contrast, or None."""
+    other = (spec.correct or spec.equals) if spec is not None else None
+    if not other or all(r.passed for r in records) or not trace.can_attribute or not trace.n_tokens:
+        return None
+    if normalise_answer(other) == normalise_answer(trace.answer):
+        return None
+    try:
+        trace.attribution_for(other)
+    except VspError:
+        return None
+    return other

@@ -55,6 +55,7 @@ class Heatmap:
     highlight_latents: set[int] = field(default_factory=set)
     highlight_tokens: set[int] = field(default_factory=set)
     view: str = "attended"  # attended: s[t, k] (attention-weighted) · attributed: Trace.attribution
+    contrast: str | None = None  # attributed: the answer it is contrasted with (None: plain)
 
     def cluster_members(self) -> dict[int, list[int]]:
         out: dict[int, list[int]] = {}
@@ -155,7 +156,7 @@ def heatmap(
     latents = select_latents(trace, top_k=top_k, extra=extra, max_columns=max_columns, values=matrix)
     if not latents:
         return Heatmap(trace.output_tokens, [], [], np.zeros((trace.n_tokens, 0)), [],
-                       set(extra), set(highlight_tokens), view)
+                       set(extra), set(highlight_tokens), view, contrast if view == "attributed" else None)
     patterns = contribution_patterns(trace, latents) if view == "attended" else \
         trace.sparse_acts.columns(torch.tensor(latents)).T.numpy().astype(np.float64)
     order, clusters = cluster_latents(patterns, threshold=threshold)
@@ -170,6 +171,7 @@ def heatmap(
         highlight_latents=set(extra),
         highlight_tokens=set(highlight_tokens),
         view=view,
+        contrast=contrast if view == "attributed" else None,
     )
 
 

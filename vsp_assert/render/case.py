@@ -40,8 +40,9 @@ def render_case(
     view: str | None = None,
 ) -> str:
     """Title, the records table, and the trace view with asserted latents and tokens highlighted. ``view``: the
-    heatmap's (``attended``, ``attributed``, ``both``); default both where an ``attributed`` check ran, else
-    attended."""
+    heatmap's (``attended``, ``attributed``, ``both``); default both where an ``attributed`` check ran or the
+    case computed a contrastive attribution for its failure (:func:`~vsp_assert.checks.assertions.explain_failure`),
+    else attended."""
     width = width or terminal_width()
     failing = [r for r in records if not r.passed]
     latents = list(dict.fromkeys(i for r in records for i in r.latents))
@@ -55,7 +56,8 @@ def render_case(
     status = style.red("FAILED") if failing else style.green("passed")
     head = f"{style.bold(title)}  {status}  ({len(failing)} of {len(records)} checks failed)"
     if view is None:
-        view = "both" if any(r.kind == "attributed" for r in records) and trace.can_attribute else "attended"
+        attributed = any(r.kind == "attributed" for r in records) or attribution_contrast(trace) is not None
+        view = "both" if attributed and trace.can_attribute else "attended"
     body = render_trace(trace, style=style, width=width, top_k=top_k, highlight_latents=latents,
                         highlight_tokens=tokens, spatial=spatial, view=view, contrast=attribution_contrast(trace))
     layered = sorted({t for r in failing if r.kind == "attended" for t in r.tokens})

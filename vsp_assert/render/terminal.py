@@ -55,10 +55,10 @@ def _token_label(text: str) -> str:
 def render_heatmap(hm: Heatmap, *, style: Style, width: int | None = None) -> str:
     """The heatmap as text, at most ``width`` characters wide."""
     width = width or terminal_width()
-    view = " · attributed (gradient × activation)" if hm.view == "attributed" else ""
-    title = style.bold("token-latent heatmap") + style.dim(
-        f"  (rows: output tokens · columns: latents, clustered · │ between clusters{view})"
-    )
+    against = f" against {hm.contrast!r}" if hm.contrast is not None else ""
+    what = (f"attributed: gradient × activation{against}" if hm.view == "attributed"
+            else "rows: output tokens · columns: latents, clustered")
+    title = style.bold("token-latent heatmap") + style.dim(f"  ({what} · │ between clusters)")
     if not hm.latents or not hm.tokens:
         return title + "\n  (no active latents for these tokens)"
     fit = max(1, (width - TOKEN_COL) // (CELL + 1))
@@ -204,7 +204,8 @@ def render_top_concepts(trace: Trace, k: int = 5, view: str = "attended", contra
         tops = trace.top_concepts(t, k) if view == "attended" else trace.top_attributed(t, k, contrast=contrast)
         rows.append([t, _token_label(token),
                      ", ".join(f"{trace.display(i)} {s:.2f}" for i, s in tops) or "-"])
-    what = "attended concepts (score)" if view == "attended" else "attributed concepts (attribution)"
+    against = f" against {contrast!r}" if contrast is not None else ""
+    what = "attended concepts (score)" if view == "attended" else f"attributed concepts (attribution{against})"
     return tabulate(rows, headers=["#", "token", f"top-{k} {what}"], tablefmt="simple")
 
 
