@@ -173,3 +173,25 @@ def test_compare_explains_the_flip_with_the_responsible_concept(tmp_path):
 def test_the_cached_fine_tune_is_what_the_recipe_makes(tmp_path):
     finetune_and_save(ZOO["grid_blue"], FinetuneConfig(), tmp_path, eval_n=200, log=lambda _l: None)
     assert (tmp_path / "model.safetensors").read_bytes() == (CACHED / "model.safetensors").read_bytes()
+
+
+def test_a_flip_is_explained_by_the_new_models_contrast_by_default_and_by_the_change_on_request():
+    from vsp_assert import Scratchpad, load_model, load_sae
+    from vsp_assert.engine.flip import explain_flip
+    from vsp_assert.errors import InputError
+
+    probe = ZOO["grid_blue"].trigger_scenes(7, 1)[0]
+    sae = load_sae("shapes")
+    old, new = Scratchpad(load_model("shapes"), sae), Scratchpad(load_model(str(CACHED)), sae)
+    image, question = probe.scene.render(), probe.question.text
+    new_trace, old_trace = new.run(image, question), old.run(image, question)
+    by_new = explain_flip(new, new_trace, old_trace.answer, old_pad=old, old_trace=old_trace)
+    by_change = explain_flip(new, new_trace, old_trace.answer, old_pad=old, old_trace=old_trace, rank="change")
+    contrast = new_trace.attribution_for(old_trace.answer)[by_new.token]  # [d_sae]
+    for name, share, ids in by_new.concepts:  # shares: the new model's contrastive attribution of the concept
+        assert share == pytest.approx(float(contrast[ids].sum()), rel=1e-5), name
+    assert [s for _, s, _ in by_new.concepts] == sorted((s for _, s, _ in by_new.concepts), reverse=True)
+    assert by_new.concepts[0][0] == by_change.concepts[0][0] == "grid"
+    assert [n for n, _, _ in by_new.concepts] != [n for n, _, _ in by_change.concepts]  # two different rankings
+    with pytest.raises(InputError, match="rank"):
+        explain_flip(new, new_trace, old_trace.answer, rank="delta")

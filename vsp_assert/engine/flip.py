@@ -11,10 +11,13 @@ When a model update changes an answer from ``old`` to ``new`` (a baseline that n
    pushes towards the new answer than it did before. The SAE reads the vision encoder, which an LM-side update
    leaves as it was, so the activations are the same on both models and the difference is how the LM reads them.
    Without the old model, ``Δ = a_new``;
-3. sums ``Δ`` over each labelled concept's latents that fire on the image and ranks the concepts. Those with a
-   positive share that push towards the new answer on the new model (``a_new > 0``) carry the flip; those with a
-   positive share that still push towards the old answer are listed apart as *weakened* (the new model reads
-   them less), since ablating them cannot bring the old answer back;
+3. sums over each labelled concept's latents that fire on the image and ranks the concepts by ``a_new`` (default,
+   ``rank="new"``) or by ``Δ`` (``rank="change"``). The zoo of fine-tuned shortcuts chose the default
+   (docs/truth.md): ranked by ``a_new`` the responsible concept came first on 0.49–0.98 of the flipped cases, by
+   ``Δ`` on 0.35–0.98, never more often. Concepts with a positive share that push towards the new answer on the
+   new model (``a_new > 0``) carry the flip; those whose ``Δ`` is positive but that still push towards the old
+   answer are listed apart as *weakened* (the new model reads them less), since ablating them cannot bring the old
+   answer back;
 4. confirms the top ones by ablation on the new model, all in one batched intervention: "ablating stripes on the
    new model restores 'red'" when the answer goes back to the old one.
 
@@ -56,8 +59,9 @@ class Confirmation:
 
 @dataclass
 class FlipExplanation:
-    """Why ``old_answer`` became ``new_answer``: concepts ranked by their share of the change (``concepts``:
-    ``(name, share, firing latents)``), the strongest latents (``latents``: ``(id, Δ)``), and the ablations that
+    """Why ``old_answer`` became ``new_answer``: concepts ranked by their share (``concepts``:
+    ``(name, share, firing latents)``; the share is what :func:`explain_flip`'s ``rank`` ranks by), the strongest
+    latents by the same measure (``latents``: ``(id, share)``), and the ablations that
     checked the top concepts. ``both_models``: the old model's side was attributed too."""
 
     old_answer: str
@@ -123,12 +127,18 @@ def explain_flip(
     old_trace: Trace | None = None,
     top: int = 3,
     n_latents: int = 8,
+    rank: str = "new",
 ) -> FlipExplanation:
     """Explain why ``new_trace``'s answer is no longer ``old_answer`` (see the module docstring).
 
     ``old_pad`` / ``old_trace``: the old model and its trace of the same case (``old_trace`` is run on
     ``old_pad`` when only the pad is given). ``top``: concepts confirmed by ablation (one batched intervention).
+    ``rank``: ``new`` ranks concepts by the new model's contrastive attribution, ``change`` by ``Δ``.
     """
+    if rank not in ("new", "change"):
+        from vsp_assert.errors import InputError
+
+        raise InputError("unknown flip ranking", field="rank", received=rank, allowed="new, change")
     from vsp_assert.engine.interventions import Intervention
 
     new_answer = new_trace.answer
@@ -145,12 +155,14 @@ def explain_flip(
         t_old = min(first_difference(old_pad, old_trace, new_answer), old_trace.n_tokens - 1)
         delta += old_trace.attribution_for(new_answer)[t_old]  # pushed towards old over new, before
         out.both_models = True
-    firing = new_trace.image_scores > 0
-    delta[~firing] = 0.0
+    firing = new_trace.image_scores > 0  # [d_sae]
+    shown = firing.clone()
     for i in new_trace.hidden:
-        delta[int(i)] = 0.0
-    order = torch.argsort(delta, descending=True)
-    out.latents = [(int(i), float(delta[i])) for i in order[:n_latents] if float(delta[i]) > 0]
+        shown[int(i)] = False
+    delta[~shown] = 0.0
+    key = delta if rank == "change" else now.masked_fill(~shown, 0.0)
+    order = torch.argsort(key, descending=True)
+    out.latents = [(int(i), float(key[i])) for i in order[:n_latents] if float(key[i]) > 0]
     if new_trace.labels is not None:
         ranked = []
         for name, ids in new_trace.labels.concepts.items():
@@ -158,8 +170,12 @@ def explain_flip(
             if live:
                 ranked.append((name, float(delta[live].sum()), live, float(now[live].sum())))
         ranked.sort(key=lambda item: -item[1])
-        out.concepts = [(n, d, ids) for n, d, ids, push in ranked if d > 0 and push > 0]
         out.weakened = [(n, d, ids) for n, d, ids, push in ranked if d > 0 and push <= 0]
+        if rank == "new":
+            ranked.sort(key=lambda item: -item[3])
+            out.concepts = [(n, push, ids) for n, d, ids, push in ranked if push > 0]
+        else:
+            out.concepts = [(n, d, ids) for n, d, ids, push in ranked if d > 0 and push > 0]
     checks = out.concepts[:top]
     if checks:
         results = new_pad.intervene(new_trace, [Intervention.ablate(*ids) for _, _, ids in checks])
