@@ -2,12 +2,11 @@
 recipe's mechanics on a few steps (vision tower untouched bit for bit, seeded, written with its record), and — CI's
 reduced form of the zoo benchmark — the diagnoses on a cached fine-tune of one zoo mechanism (``grid_blue``,
 ``tests/shapes/data/zoo_grid_blue``, made by ``vsp-assert shapes finetune --mechanism grid_blue``). The full zoo is
-``python benchmarks/zoo.py``; ``VSP_ZOO=1`` also re-runs the cached fine-tune here and checks it byte for byte."""
+``python benchmarks/zoo.py``; a slow test re-runs the cached fine-tune (200 steps) and checks it byte for byte."""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -169,7 +168,7 @@ def test_compare_explains_the_flip_with_the_responsible_concept(tmp_path):
     assert "carried by grid" in text and row.to_dict()["explanation"]["concepts"][0]["concept"] == "grid"
 
 
-@pytest.mark.skipif(not os.environ.get("VSP_ZOO"), reason="a full fine-tune (minutes); set VSP_ZOO=1")
+@pytest.mark.slow  # a full 200-step fine-tune: 5 min on one thread
 def test_the_cached_fine_tune_is_what_the_recipe_makes(tmp_path):
     finetune_and_save(ZOO["grid_blue"], FinetuneConfig(), tmp_path, eval_n=200, log=lambda _l: None)
     assert (tmp_path / "model.safetensors").read_bytes() == (CACHED / "model.safetensors").read_bytes()
