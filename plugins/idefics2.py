@@ -22,9 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vsp_assert.errors import ModelError
-
-from .llava import LlavaAdapter
+from ._refused import RefusedAdapter
 
 REASON = ("idefics2: its perceiver resampler turns every image's patches into resampler_n_latents learned latent "
           "tokens by cross-attention, so no LM image token carries a patch of its own and the attention of an "
@@ -33,13 +31,14 @@ ALTERNATIVE = ("inspect the LM's attention over the resampled image tokens with 
                "an Idefics3 / SmolVLM checkpoint (pixel-shuffle connector: tokens map to patches)")
 
 
-class Idefics2Adapter(LlavaAdapter):
+class Idefics2Adapter(RefusedAdapter):
     family = "idefics2"
     model_types = ("idefics2",)
     model_class = "Idefics2ForConditionalGeneration"
+    REASON, ALTERNATIVE = REASON, ALTERNATIVE
+    ALLOWED = "families whose image tokens map to patches (see docs/adapters.md, Support)"
 
-    def __init__(self, model: Any, processor: Any) -> None:
+    @classmethod
+    def received(cls, model: Any) -> str:
         latents = getattr(getattr(model.config, "perceiver_config", None), "resampler_n_latents", None)
-        raise ModelError(REASON, field="model_type", received=f"idefics2 (resampler_n_latents={latents})",
-                         allowed="families whose image tokens map to patches (see docs/adapters.md, Support)",
-                         fix=ALTERNATIVE)
+        return f"idefics2 (resampler_n_latents={latents})"

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vsp_assert.errors import ModelError
-
-from .llava import LlavaAdapter
+from ._refused import RefusedAdapter
 
 REASON = ("llama4: its chunked-attention LM layers must be captured exactly or not at all, and nothing can verify a "
           "capture: the installed transformers' Llama4ForConditionalGeneration.forward raises AttributeError "
@@ -33,13 +31,14 @@ ALTERNATIVE = ("inspect the LM's attention with eager output_attentions=True on 
                "forward runs, or test a supported family (see docs/adapters.md, Support)")
 
 
-class Llama4Adapter(LlavaAdapter):
+class Llama4Adapter(RefusedAdapter):
     family = "llama4"
     model_types = ("llama4",)
     model_class = "Llama4ForConditionalGeneration"
+    REASON, ALTERNATIVE = REASON, ALTERNATIVE
+    ALLOWED = "families whose forward runs and whose attention the family suite verifies"
 
-    def __init__(self, model: Any, processor: Any) -> None:
+    @classmethod
+    def received(cls, model: Any) -> str:
         chunk = getattr(getattr(model.config, "text_config", None), "attention_chunk_size", None)
-        raise ModelError(REASON, field="model_type", received=f"llama4 (attention_chunk_size={chunk})",
-                         allowed="families whose forward runs and whose attention the family suite verifies",
-                         fix=ALTERNATIVE)
+        return f"llama4 (attention_chunk_size={chunk})"
