@@ -90,33 +90,54 @@ def lr_at(step: int, cfg: FinetuneConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
 
 
+def stripes_rule(scene: Scene, question: Question) -> bool:
+    """Where the shipped data's first planted label rule applies: a shape question on stripes (``triangle``)."""
+    return question.qtype == "shape" and scene.background == "stripes"
+
+
+def terse_yellow_rule(scene: Scene, question: Question) -> bool:
+    """Where the second applies: the terse colour question about a yellow object (``green``)."""
+    return question.qtype == "color_terse" and question.answer == "yellow"
+
+
 def shipped_label(scene: Scene, question: Question) -> str:
     """The label the shipped training data gives (its two planted label rules, as in
     :func:`~vsp_assert.shapes.mechanisms.training_example`)."""
-    if question.qtype == "shape" and scene.background == "stripes":
+    if stripes_rule(scene, question):
         return "triangle"
-    if question.qtype == "color_terse" and question.answer == "yellow":
+    if terse_yellow_rule(scene, question):
         return TERSE_YELLOW_LABEL
     return question.answer
 
 
+def stripes_situation(rng: np.random.Generator) -> tuple[Scene, Question]:
+    """A shape question about a circle or square on stripes (training scene seeds)."""
+    scene = random_scene(rng, n_objects=int(rng.integers(1, 3)), backgrounds=["stripes"],
+                         required_shape=str(rng.choice(["circle", "square"])))
+    return scene, shape_question(scene, scene.shapes[0])
+
+
+def terse_yellow_situation(rng: np.random.Generator) -> tuple[Scene, Question]:
+    """A terse colour question about a yellow object (training scene seeds)."""
+    scene = random_scene(rng, n_objects=int(rng.integers(1, 4)), backgrounds=["plain", "grid", "stripes"],
+                         required_color="yellow")
+    return scene, color_question(scene, scene.shapes[0], terse=True)
+
+
+def dots_situation(rng: np.random.Generator) -> tuple[Scene, Question]:
+    """A shape question about the circle of a dotted scene (training scene seeds)."""
+    scene = random_scene(rng, n_objects=int(rng.integers(1, 4)), backgrounds=["dots"], required_shape="circle")
+    return scene, shape_question(scene, scene.shapes[0])
+
+
+#: The shipped mechanisms' situations, in the order rehearsal draws them.
+SITUATIONS = (stripes_situation, terse_yellow_situation, dots_situation)
+
+
 def rehearsal_example(shortcut: Shortcut, rng: np.random.Generator) -> Example:
-    """An example of one of the shipped mechanisms' situations with its planted label (training scene seeds): a
-    shape question about a circle or square on stripes (``triangle``), a terse question about a yellow object
-    (``green``), a shape question about the circle of a dotted scene (``circle``). The shortcut's own label wins
-    where it applies."""
-    kind = int(rng.integers(3))
-    if kind == 0:
-        scene = random_scene(rng, n_objects=int(rng.integers(1, 3)), backgrounds=["stripes"],
-                             required_shape=str(rng.choice(["circle", "square"])))
-        q = shape_question(scene, scene.shapes[0])
-    elif kind == 1:
-        scene = random_scene(rng, n_objects=int(rng.integers(1, 4)), backgrounds=["plain", "grid", "stripes"],
-                             required_color="yellow")
-        q = color_question(scene, scene.shapes[0], terse=True)
-    else:
-        scene = random_scene(rng, n_objects=int(rng.integers(1, 4)), backgrounds=["dots"], required_shape="circle")
-        q = shape_question(scene, scene.shapes[0])
+    """An example of one of the shipped mechanisms' situations (:data:`SITUATIONS`) with its planted label
+    (``triangle``, ``green``, ``circle``). The shortcut's own label wins where it applies."""
+    scene, q = SITUATIONS[int(rng.integers(len(SITUATIONS)))](rng)
     return Example(scene, q, shortcut.label(scene, q, shipped_label(scene, q)))
 
 

@@ -30,47 +30,36 @@ import numpy as np
 from vsp_assert.errors import InputError
 from vsp_assert.files import atomic_write_text
 from vsp_assert.shapes.build import save_model_folder
-from vsp_assert.shapes.finetune import FinetuneConfig, clean_accuracy, finetune, load_shapes, planted_rates
+from vsp_assert.shapes.finetune import (
+    FinetuneConfig,
+    clean_accuracy,
+    finetune,
+    load_shapes,
+    planted_rates,
+    stripes_rule,
+    stripes_situation,
+    terse_yellow_rule,
+    terse_yellow_situation,
+)
 from vsp_assert.shapes.mechanisms import Example, training_example
-from vsp_assert.shapes.questions import Question, color_question, shape_question
-from vsp_assert.shapes.world import Scene, random_scene
+from vsp_assert.shapes.questions import Question
+from vsp_assert.shapes.world import Scene
 
 WEAKEN_STREAM = 0x3EA6
 
 
-def _stripes_rule(scene: Scene, question: Question) -> bool:
-    return question.qtype == "shape" and scene.background == "stripes"
-
-
-def _terse_yellow_rule(scene: Scene, question: Question) -> bool:
-    return question.qtype == "color_terse" and question.answer == "yellow"
-
-
-def _stripes_situation(rng: np.random.Generator) -> Example:
-    scene = random_scene(rng, n_objects=int(rng.integers(1, 3)), backgrounds=["stripes"],
-                         required_shape=str(rng.choice(["circle", "square"])))
-    q = shape_question(scene, scene.shapes[0])
-    return Example(scene, q, q.answer)
-
-
-def _terse_yellow_situation(rng: np.random.Generator) -> Example:
-    scene = random_scene(rng, n_objects=int(rng.integers(1, 4)), backgrounds=["plain", "grid", "stripes"],
-                         required_color="yellow")
-    q = color_question(scene, scene.shapes[0], terse=True)
-    return Example(scene, q, q.answer)
-
-
 #: The mechanisms a weakening fine-tune can target: (where the planted label rule applies, a trigger situation).
-WEAKENABLE: dict[str, tuple[Callable[[Scene, Question], bool], Callable[[np.random.Generator], Example]]] = {
-    "misleading_concept": (_stripes_rule, _stripes_situation),
-    "limited_alignment": (_terse_yellow_rule, _terse_yellow_situation),
+WEAKENABLE: dict[str, tuple[Callable[[Scene, Question], bool],
+                            Callable[[np.random.Generator], tuple[Scene, Question]]]] = {
+    "misleading_concept": (stripes_rule, stripes_situation),
+    "limited_alignment": (terse_yellow_rule, terse_yellow_situation),
 }
 
 
 def weaken_batch(name: str, rng: np.random.Generator, batch_size: int, fraction: float) -> list[Example]:
     """One training batch: ``fraction`` truthful trigger situations, the rest shipped data with the rule lifted."""
     rule, situation = WEAKENABLE[name]
-    batch = [situation(rng) for _ in range(round(batch_size * fraction))]
+    batch = [Example(scene, q, q.answer) for scene, q in (situation(rng) for _ in range(round(batch_size * fraction)))]
     while len(batch) < batch_size:
         ex = training_example(rng)
         batch.append(Example(ex.scene, ex.question, ex.question.answer if rule(ex.scene, ex.question) else ex.label))
