@@ -197,12 +197,14 @@ def test_a_failing_case_with_a_known_right_answer_shows_what_made_the_model_say_
                                                                                           answer, contrast):
     """The zoo (docs/truth.md) found contrastive attribution the view that names the cause: a failing case whose
     right answer is known gets it beside attention, contrasted with that answer; other cases keep one view."""
-    from vsp_assert.checks.assertions import run_case
+    from vsp_assert.checks.assertions import explain_failure, run_case
     from vsp_assert.render.case import render_case
     from vsp_assert.render.style import Style
 
-    result = run_case(shapes_pad, _answer_case(tmp_path, answer))
-    assert result.trace.answer == "triangle"
+    case = _answer_case(tmp_path, answer)
+    result = run_case(shapes_pad, case)
+    assert result.trace.answer == "triangle" and not result.trace.attributions  # run_case computes none itself
+    assert explain_failure(result.trace, case.expect.answer, result.records) == contrast  # the pytest item calls it
     assert [k for k in result.trace.attributions if k is not None] == ([contrast] if contrast else [])
     text = render_case("x::stripes", result.trace, result.records, style=Style(False), width=160)
     if contrast is None:

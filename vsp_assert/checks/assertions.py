@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from vsp_assert.checks.schema import AnswerSpec, AttendedSpec, CapturedSpec, Case, CausalSpec, Where
+from vsp_assert.engine.trace import normalise_answer
 from vsp_assert.errors import InputError, VspError
 
 if TYPE_CHECKING:
@@ -67,11 +68,6 @@ class ConceptAssertionError(AssertionError):
         self.trace = trace
         self.records = list(records) or [record]
         super().__init__(f"{record.description}: expected {record.expected}, measured {record.measured}")
-
-
-def normalise_answer(text: str) -> str:
-    """The form answers are compared in: lower case, runs of whitespace collapsed, ends stripped."""
-    return " ".join(str(text).lower().split())
 
 
 def same_answer(a: str, b: str) -> bool:
@@ -380,14 +376,14 @@ def run_case(pad: Scratchpad, case: Case, image: Any = None) -> CaseResult:
     records.extend(r for r in causal if r is not None)
     for suff in (c for c in exp.causal if c.sufficient):
         records.append(check_sufficient(pad, trace, suff))
-    explain_failure(trace, exp.answer, records)
     return CaseResult(case, trace, records)
 
 
 def explain_failure(trace: Trace, spec: AnswerSpec | None, records: Sequence[AssertionRecord]) -> str | None:
     """On a failing case whose right answer is known (``correct:``, else ``equals:``) and is not the model's, compute
     the attribution contrasted with it: the failure view shows it beside attention, since on the zoo of fine-tuned
-    shortcuts it was the view that found the cause (docs/truth.md). Returns the contrast, or None."""
+    shortcuts it was the view that found the cause (docs/truth.md). Returns the contrast, or None. Called where a
+    failure is shown (the pytest item), not by :func:`run_case`, so ``compare`` and passing runs pay no backward."""
     other = (spec.correct or spec.equals) if spec is not None else None
     if not other or all(r.passed for r in records) or not trace.can_attribute or not trace.n_tokens:
         return None

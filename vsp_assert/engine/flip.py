@@ -13,8 +13,8 @@ When a model update changes an answer from ``old`` to ``new`` (a baseline that n
    Without the old model, ``Δ = a_new``;
 3. sums over each labelled concept's latents that fire on the image and ranks the concepts by ``a_new`` (default,
    ``rank="new"``) or by ``Δ`` (``rank="change"``). The zoo of fine-tuned shortcuts chose the default
-   (docs/truth.md): ranked by ``a_new`` the responsible concept came first on 0.49–0.98 of the flipped cases, by
-   ``Δ`` on 0.35–0.98, never more often. Concepts with a positive share that push towards the new answer on the
+   (docs/truth.md): ranked by ``a_new`` the responsible concept came first on 0.49–0.97 of the flipped cases, by
+   ``Δ`` on 0.35–0.97, never more often. Concepts with a positive share that push towards the new answer on the
    new model (``a_new > 0``) carry the flip; those whose ``Δ`` is positive but that still push towards the old
    answer are listed apart as *weakened* (the new model reads them less), since ablating them cannot bring the old
    answer back;
@@ -32,13 +32,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from vsp_assert.engine.trace import normalise_answer
+
 if TYPE_CHECKING:
     from vsp_assert.engine.scratchpad import Scratchpad
     from vsp_assert.engine.trace import Trace
 
 
 def _same(a: str, b: str) -> bool:
-    return " ".join(str(a).lower().split()) == " ".join(str(b).lower().split())
+    return normalise_answer(a) == normalise_answer(b)
 
 
 @dataclass

@@ -18,6 +18,11 @@ if TYPE_CHECKING:
     from vsp_assert.engine.sparse import SparseActs
 
 
+def normalise_answer(text: str) -> str:
+    """The form answers are compared in: lower case, runs of whitespace collapsed, ends stripped."""
+    return " ".join(str(text).lower().split())
+
+
 def top_k(row: torch.Tensor, k: int, hidden: Iterable[int] = ()) -> list[tuple[int, float]]:
     """The ``k`` largest entries of a ``[d_sae]`` score row as ``(latent, score)``, strongest first; latents
     that score 0 (inactive) and the ``hidden`` ones (noise: dead or dense latents) are left out. The one ranking

@@ -75,7 +75,7 @@ class VspCaseItem(pytest.Item):
         self.pad = vsp_session(self.config).scratchpad(model_name=self.pinned_model, sae_name=self.pinned_sae)
 
     def runtest(self) -> None:
-        from vsp_assert.checks.assertions import run_case
+        from vsp_assert.checks.assertions import explain_failure, run_case
         from vsp_assert.checks.baseline import check_result
         from vsp_assert.engine.fit import sae_identity
 
@@ -88,6 +88,7 @@ class VspCaseItem(pytest.Item):
                 self.result.records.extend(check_result(session.baselines, self.result,
                                                         update=session.options.update_baseline,
                                                         sae_id=sae_identity(self.pad.sae)))
+                explain_failure(self.result.trace, self.case.expect.answer, self.result.records)
         except VspError as exc:
             raise exc.with_context(file=self.case.file, line=self.case.line) from None
         session.add_result(self.result)
