@@ -79,8 +79,8 @@ class LlavaAdapter(Adapter):
         return torch.arange(offset, offset + rows * cols)
 
     # ------------------------------------------------------------------ inputs
-    def _chat(self, prompt: str) -> str:
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+    def _chat(self, prompt: str, kind: str = "image") -> str:
+        messages = [{"role": "user", "content": [{"type": kind}, {"type": "text", "text": prompt}]}]
         if getattr(self.processor, "chat_template", None):
             return self.processor.apply_chat_template(messages, add_generation_prompt=True)
         return f"USER: <image>\n{prompt} ASSISTANT:"

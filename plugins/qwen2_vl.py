@@ -9,6 +9,14 @@ patches with weight 1/4. ``patches_of`` unpacks to row-major ``[B, h·w, d]`` (z
 and ``with_patches`` packs back; both need the forward's ``image_grid_thw`` (the patch count alone does not
 give the grid) and raise a ``ModelError`` naming the family without it.
 
+**Video** (:mod:`vsp_assert.engine.video`): a clip's frames go through the processor's video path
+(``pixel_values_videos``, ``video_grid_thw`` rows ``(t, h, w)``, ``<|video_pad|>`` tokens); the tower packs
+``temporal_patch_size`` (2) consecutive frames into one patch, so a clip of ``F`` frames has ``t = ⌈F/2⌉`` time
+slices of ``h × w`` patches, and a patch is (slice, row, col): the map's views are the slices and
+``PatchMap.frames`` names the frames each covers. Without torchvision the processor has no video processor and
+:class:`~vsp_assert.plugins._qwen_video.FrameVideoProcessor` computes the same inputs. A batch holds images or
+videos, never both (the Scratchpad splits mixed batches): the model runs its tower once per kind.
+
 M-RoPE position ids are computed by the model itself from ``input_ids`` and ``image_grid_thw`` (also during
 ``generate``); ``mm_token_type_ids`` is a per-token input and grows by zeros when an answer is appended.
 
@@ -19,13 +27,24 @@ Shapes: hooked block output ``[Σ h·w, d_vision]``; ``vision_config.embed_dim``
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from vsp_assert.engine.adapter import PatchMap
+from vsp_assert.engine.video import is_video
 from vsp_assert.errors import ModelError
 
+from . import _qwen_video
 from .llava import LlavaAdapter
+
+#: the input keys of each kind: pixels, grid rows, placeholder token (the config's attribute name)
+_KIND = {"image": ("pixel_values", "image_grid_thw", "image_token_id"),
+         "video": ("pixel_values_videos", "video_grid_thw", "video_token_id")}
+
+
+def _kind(inputs: dict[str, torch.Tensor] | None) -> str:
+    return "video" if inputs is not None and "video_grid_thw" in inputs else "image"
 
 
 class Qwen2VLAdapter(LlavaAdapter):
@@ -33,6 +52,12 @@ class Qwen2VLAdapter(LlavaAdapter):
     model_types = ("qwen2_vl",)
     vision_once = False  # the layout after the hook depends on per-image views/packing: no batch expansion
     model_class = "Qwen2VLForConditionalGeneration"
+    supports_video = True
+    vision_keys = ("pixel_values", "pixel_values_videos")
+
+    def __init__(self, model: Any, processor: Any) -> None:
+        super().__init__(model, processor)
+        _qwen_video.install(processor)  # only where the torchvision video processor is missing
 
     # ------------------------------------------------------------------ vision
     def vision_layer_paths(self) -> list[str]:
@@ -54,10 +79,11 @@ class Qwen2VLAdapter(LlavaAdapter):
         return torch.arange(n_tokens)
 
     def _grids(self, inputs: dict[str, torch.Tensor] | None, n_rows: int, batch: int) -> list[tuple[int, int, int]]:
-        if inputs is None or "image_grid_thw" not in inputs:
+        key = _KIND[_kind(inputs)][1]
+        if inputs is None or key not in inputs:
             raise ModelError(f"{self.family}: the packed vision sequence needs the forward's image_grid_thw",
                              fix="pass the model inputs to patches_of / with_patches / make_edit")
-        grids = [tuple(int(x) for x in row) for row in inputs["image_grid_thw"]]
+        grids = [tuple(int(x) for x in row) for row in inputs[key]]
         if len(grids) != batch or sum(t * h * w for t, h, w in grids) != n_rows:
             raise ModelError(f"{self.family}: {len(grids)} image grids for a batch of {batch} images "
                              f"({n_rows} packed patches)", fix="one image per prompt")
@@ -93,14 +119,29 @@ class Qwen2VLAdapter(LlavaAdapter):
         return self._from_natural(torch.cat(chunks).to(hidden.dtype), grids)
 
     # ------------------------------------------------------------------ inputs
+    def prepare(self, images: Sequence[Any], prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+        if not any(is_video(v) for v in images):
+            return super().prepare(images, prompts)
+        texts = [self._chat(p, kind="video") for p in prompts]
+        tokenizer = self.tokenizer
+        old_side, tokenizer.padding_side = getattr(tokenizer, "padding_side", "left"), "left"
+        try:
+            out = dict(self.processor(videos=[list(v.frames) for v in images], text=texts, return_tensors="pt",
+                                      padding=True, video_metadata=[_qwen_video.metadata(v) for v in images]))
+        finally:
+            tokenizer.padding_side = old_side
+        out.pop("video_metadata", None)
+        return out
+
     def element_inputs(self, inputs: dict[str, torch.Tensor], index: int) -> dict[str, torch.Tensor]:
-        grids = inputs["image_grid_thw"]  # [B, 3]
+        pixels_key, grid_key, _ = _KIND[_kind(inputs)]
+        grids = inputs[grid_key]  # [B, 3]
         sizes = grids.prod(-1).tolist()
         start = sum(sizes[:index])
-        packed = {"pixel_values": inputs["pixel_values"][start : start + sizes[index]],
-                  "image_grid_thw": grids[index : index + 1]}
-        rest = {k: v for k, v in inputs.items() if k not in packed}
-        return {**super().element_inputs(rest, index), **packed}
+        packed = {pixels_key: inputs[pixels_key][start : start + sizes[index]], grid_key: grids[index : index + 1]}
+        per_video = {k: inputs[k][index : index + 1] for k in ("second_per_grid_ts",) if k in inputs}
+        rest = {k: v for k, v in inputs.items() if k not in packed and k not in per_video}
+        return {**super().element_inputs(rest, index), **packed, **per_video}
 
     def teacher_forced_inputs(self, inputs: dict[str, torch.Tensor], answer_ids: torch.Tensor
                               ) -> dict[str, torch.Tensor]:
@@ -112,9 +153,11 @@ class Qwen2VLAdapter(LlavaAdapter):
 
     # ------------------------------------------------------------------ mapping
     def patch_map(self, inputs: dict[str, torch.Tensor], index: int) -> PatchMap:
+        kind = _kind(inputs)
+        _, grid_key, token_name = _KIND[kind]
         ids = inputs["input_ids"][index]  # [L]
-        positions = torch.nonzero(ids == self.model.config.image_token_id).flatten()  # [N_img]
-        t, h, w = (int(x) for x in inputs["image_grid_thw"][index])
+        positions = torch.nonzero(ids == getattr(self.model.config, token_name)).flatten()  # [N_img]
+        t, h, w = (int(x) for x in inputs[grid_key][index])
         m = self._merge()
         n_tokens = t * h * w // (m * m)
         if positions.numel() != n_tokens:
@@ -123,4 +166,6 @@ class Qwen2VLAdapter(LlavaAdapter):
         mapping = torch.zeros(n_tokens, t * h * w)
         owner = torch.arange(t * h * w) // (m * m)  # packed position → merged token
         mapping[owner, self._row_major(t, h, w)] = 1.0 / (m * m)
-        return PatchMap(image_positions=positions, token_to_patch=mapping, grid=(h, w), views=t)
+        per_view = int(self.model.config.vision_config.temporal_patch_size) if kind == "video" else 0
+        return PatchMap(image_positions=positions, token_to_patch=mapping, grid=(h, w), views=t,
+                        frames_per_view=per_view)

@@ -44,12 +44,15 @@ class PatchMap:
       :meth:`dense` to read it either way;
     - ``grid``: ``(rows, cols)`` of the patch grid, patches in row-major order (per view; ``views`` > 1 for
       tiled families, views stacked first).
+    - ``frames_per_view``: for a video (:mod:`vsp_assert.engine.video`), the views are time slices of this many
+      consecutive frames each (2 for Qwen2-VL's temporal patches, 1 where every frame is a view); 0 for an image.
     """
 
     image_positions: torch.Tensor
     token_to_patch: torch.Tensor
     grid: tuple[int, int]
     views: int = 1
+    frames_per_view: int = 0
 
     @property
     def n_patches(self) -> int:
@@ -81,6 +84,8 @@ class Adapter(ABC):
     #: families whose layers after the hook and whose projector accept the larger batch (batch-first towers).
     vision_keys: ClassVar[tuple[str, ...]] = ("pixel_values",)
     vision_once: ClassVar[bool] = False
+    #: whether :meth:`prepare` takes :class:`~vsp_assert.engine.video.Video` items (frames become views)
+    supports_video: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module, processor: Any) -> None:
         # Any: a family's model class is reached through attributes that transformers defines dynamically
@@ -96,7 +101,17 @@ class Adapter(ABC):
     # -------------------------------------------------------------- inputs
     @abstractmethod
     def prepare(self, images: Sequence[Any], prompts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Model inputs for a batch of RGB PIL images and user prompts (chat template applied, left padding)."""
+        """Model inputs for a batch of RGB PIL images and user prompts (chat template applied, left padding).
+        Families with :attr:`supports_video` also take a batch of :class:`~vsp_assert.engine.video.Video` items
+        (one kind per batch: the Scratchpad splits mixed batches)."""
+
+    def require_video(self) -> None:
+        """Raise a :class:`ModelError` naming the families that take video, unless this one does."""
+        if not self.supports_video:
+            takes = sorted(t for t, cls in registered().items() if cls.supports_video)
+            raise ModelError(f"{self.family} models take no video input", field="video", received=self.family,
+                             allowed=", ".join(takes), fix="give one frame as the case's image, or use a model of a "
+                                                           "family that takes video")
 
     # -------------------------------------------------------------- vision side
     @abstractmethod

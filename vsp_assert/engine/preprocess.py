@@ -3,7 +3,7 @@
 A family's processor turns (images, text) into model inputs. Its image half (resize, crop, normalise, tiling)
 depends only on the pixels and the processor's options and is the costly half; a suite often asks several
 questions about one image. :class:`ImageCache` stands in for the processor's ``image_processor`` while an adapter
-prepares inputs (:meth:`ImageCache.serving`): a call with images already seen — same pixels, mode and size, same
+prepares inputs (:meth:`ImageCache.serving`; a video processor likewise, a video keyed by its frames): a call with images already seen — same pixels, mode and size, same
 options — gets a copy of the earlier output, and the processor builds the text half around it as usual.
 
 - Keys are content digests (BLAKE2b of the pixels), never object identities, so an image edited in place or a
@@ -51,16 +51,19 @@ class ImageCache:
 
     @contextmanager
     def serving(self, processor: Any) -> Iterator[None]:
-        """Within the block, ``processor.image_processor`` answers from this cache (when it has one)."""
-        real = getattr(processor, "image_processor", None)
-        if real is None or isinstance(real, _CachingImageProcessor):
-            yield
-            return
-        processor.image_processor = _CachingImageProcessor(real, self)
+        """Within the block, ``processor.image_processor`` (and ``video_processor``, when it has one) answers from
+        this cache."""
+        swapped = []
+        for slot in ("image_processor", "video_processor"):
+            real = getattr(processor, slot, None)
+            if real is not None and not isinstance(real, _CachingImageProcessor):
+                setattr(processor, slot, _CachingImageProcessor(real, self))
+                swapped.append((slot, real))
         try:
             yield
         finally:
-            processor.image_processor = real
+            for slot, real in swapped:
+                setattr(processor, slot, real)
 
     # -------------------------------------------------------------- internals
     def _call(self, real: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -98,7 +101,7 @@ def _key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...] | Non
     from PIL import Image
 
     kwargs = dict(kwargs)
-    images = args[0] if args else kwargs.pop("images", None)
+    images = args[0] if args else kwargs.pop("images", None) or kwargs.pop("videos", None)
     rest = args[1:]
     if isinstance(images, Image.Image):
         images = [images]

@@ -22,12 +22,12 @@ from vsp_assert.engine.adapter import PatchMap
 from vsp_assert.engine.attention import AttentionRecorder, aggregate_attention, recording
 from vsp_assert.engine.fit import sae_fit
 from vsp_assert.engine.hooks import forward_hook, get_module, last_positions_only
-from vsp_assert.engine.images import load_image
 from vsp_assert.engine.interventions import Intervention, InterventionResult, ResolvedIntervention, make_edit, resolve
 from vsp_assert.engine.models import LoadedModel
 from vsp_assert.engine.preprocess import ImageCache
 from vsp_assert.engine.sae import SAE
 from vsp_assert.engine.trace import Replay, Trace
+from vsp_assert.engine.video import frame_labels, groups_by_kind, is_video, load_media, run_grouped
 from vsp_assert.errors import InputError, SAEError
 
 
@@ -123,7 +123,11 @@ class Scratchpad:
         max_new = self.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
         if max_new < 1:
             raise InputError("max_new_tokens must be at least 1", field="max_new_tokens", received=max_new)
-        pil = [load_image(img) for img in images]
+        pil = [load_media(img) for img in images]  # RGB PIL images, or Videos (engine/video.py)
+        if len(groups := groups_by_kind(pil)) > 1:  # a family's tower runs once per kind: one kind per batch
+            return run_grouped(groups, pil, prompts, lambda m, p: self.run_batch(m, p, max_new_tokens=max_new))
+        if is_video(pil[0]):
+            self.adapter.require_video()
         with self.image_cache.serving(self.adapter.processor):
             prepared = self.adapter.prepare(pil, list(prompts))  # on the CPU: layouts are read from here
         inputs = self._to_device(prepared)
@@ -231,6 +235,7 @@ class Scratchpad:
             scores=scores,
             image_scores=acts.mean(),
             grid=pmap.grid,
+            frames=frame_labels(pmap.views, pmap.frames_per_view, len(image)) if is_video(image) else (),
             layers=list(self.layers),
             image=image,
             labels=self.sae.labels,
@@ -376,17 +381,12 @@ class Scratchpad:
         return out
 
     def _check_length(self, inputs: dict[str, torch.Tensor], max_new: int) -> None:
-        limit = self.adapter.context_length()
-        length = int(inputs["input_ids"].shape[1])
+        limit, length = self.adapter.context_length(), int(inputs["input_ids"].shape[1])
         if limit is not None and length + max_new > limit:
-            raise InputError(
-                f"prompt ({length} tokens with the image) plus max_new_tokens={max_new} exceeds the model's "
-                f"context length {limit}",
-                field="prompt",
-                received=length,
-                allowed=f"at most {limit - max_new} prompt tokens",
-                fix="shorten the prompt or lower max_new_tokens",
-            )
+            raise InputError(f"prompt ({length} tokens with the image) plus max_new_tokens={max_new} exceeds the "
+                             f"model's context length {limit}", field="prompt", received=length,
+                             allowed=f"at most {limit - max_new} prompt tokens",
+                             fix="shorten the prompt or lower max_new_tokens")
 
     def _pad_id(self) -> int | None:
         tok = self.adapter.tokenizer

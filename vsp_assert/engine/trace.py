@@ -73,9 +73,12 @@ class Trace:
         attention_by_layer: ``[L_sel, T, P]`` — the same before averaging over layers (rows sum to 1 each).
         scores: ``[T, d_sae]`` — attention-weighted concept scores ``s[t, k] = Σ_p A[t, p] f[p, k]``.
         image_scores: ``[d_sae]`` — unweighted image-level scores, the mean of ``f[p, k]`` over patches.
-        grid: ``(rows, cols)`` of the patch grid (row-major patches).
+        grid: ``(rows, cols)`` of the patch grid (row-major patches; per view when there are several).
         layers: the LM layers averaged into ``attention``.
-        image: the RGB PIL image the model saw (before the processor).
+        image: the RGB PIL image the model saw (before the processor), or the
+            :class:`~vsp_assert.engine.video.Video` for a video case.
+        frames: for a video, one name per time slice ("frames 1–2"); patch ``p`` is then (slice
+            ``p // (rows·cols)``, row, col). Empty for a still image.
     """
 
     prompt: str
@@ -92,6 +95,7 @@ class Trace:
     grid: tuple[int, int]
     layers: list[int]
     image: Any = None
+    frames: tuple[str, ...] = ()
     labels: ConceptLabels | None = None
     #: the SAE's explained variance on this image's patches at the hooked layer (see vsp_assert.engine.fit)
     sae_fit: float | None = None
@@ -153,6 +157,16 @@ class Trace:
         """``f [P, d_sae]``, dense, built from ``sparse_acts`` on each access (P × d_sae × 4 bytes: 151 MB for
         576 patches of a 65,536-latent SAE). Prefer ``sparse_acts.columns(ids)`` for a few latents."""
         return self.sparse_acts.dense()
+
+    def patch_label(self, patch: int) -> str:
+        """Where patch ``patch`` is: ``"row 2, col 5"``, prefixed by its view (``"frames 3–4, row 2, col 5"`` for a
+        video, ``"view 2, …"`` for a tiled image)."""
+        rows, cols = self.grid
+        view, cell = divmod(int(patch), rows * cols)
+        where = f"row {cell // cols}, col {cell % cols}"
+        if self.frames:
+            return f"{self.frames[view] if view < len(self.frames) else f'slice {view}'}, {where}"
+        return f"view {view}, {where}" if self.n_patches > rows * cols else where
 
     def display(self, latent: int) -> str:
         """A latent's display name: ``"red#12"`` for a labelled latent, ``"#12"`` otherwise."""

@@ -23,11 +23,13 @@ def _text_kwargs(tok: Any, **extra: Any) -> dict[str, Any]:
     }
 
 
-def _chat_template(image: str) -> str:
-    """``USER: <image block> prompt ASSISTANT:`` with the family's image placeholder."""
+def _chat_template(image: str, video: str | None = None) -> str:
+    """``USER: <image block> prompt ASSISTANT:`` with the family's image placeholder (and its video one, for
+    families that take video)."""
+    video_part = "{% elif part['type'] == 'video' %}" + video if video else ""
     return (
         "{% for message in messages %}{% if message['role'] == 'user' %}USER: "
-        "{% for part in message['content'] %}{% if part['type'] == 'image' %}" + image + "{% else %}"
+        "{% for part in message['content'] %}{% if part['type'] == 'image' %}" + image + video_part + "{% else %}"
         "{{ part['text'] }}{% endif %}{% endfor %} {% else %}ASSISTANT: {{ message['content'][0]['text'] }}</s>"
         "{% endif %}{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
     )

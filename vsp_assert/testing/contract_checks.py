@@ -26,9 +26,11 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).abs().max()) if a.numel() else 0.0
 
 
-def _image_token_id(config: Any) -> int:
-    value = getattr(config, "image_token_id", None)
-    return int(value if value is not None else config.image_token_index)
+def _image_token_id(config: Any, inputs: dict[str, Any] | None = None) -> int:
+    """The placeholder id the processor put where the visual tokens go: the video one for video inputs."""
+    kind = "video" if inputs is not None and "pixel_values_videos" in inputs else "image"
+    value = getattr(config, f"{kind}_token_id", None)
+    return int(value if value is not None else getattr(config, f"{kind}_token_index"))
 
 
 def hooked_output(c: Subject, inputs: dict[str, torch.Tensor], module: Any = None) -> torch.Tensor:
@@ -150,7 +152,7 @@ def map_matches_processor(c: Subject, out: Outcome) -> None:
     the family's declared shape (:class:`~vsp_assert.testing.contract.MapExpectations`)."""
     adapter, expect = c.adapter, c.expect
     inputs = adapter.prepare(c.images, c.prompts)
-    image_id = _image_token_id(c.model.config)
+    image_id = _image_token_id(c.model.config, inputs)
     bad = 0
     for b in range(len(c.images)):
         pmap = adapter.patch_map(inputs, b)

@@ -74,7 +74,8 @@ def _tiny_qwen(version: str, *, seed: int, patch_size: int, max_pixels: int) -> 
                                                patch_size=patch_size, temporal_patch_size=2, merge_size=2)
     processor = _image_only_qwen_processor(Processor)(
         image_processor=image_processor, tokenizer=tok,
-        chat_template=_chat_template("<|vision_start|><|image_pad|><|vision_end|>"),
+        chat_template=_chat_template("<|vision_start|><|image_pad|><|vision_end|>",
+                                     "<|vision_start|><|video_pad|><|vision_end|>"),
     )
     return _finish(model, processor, tok, f"tiny-qwen{version}-vl")
 

@@ -74,7 +74,8 @@ def tiny_qwen3_vl(*, seed: int = 0, patch_size: int = 4, max_pixels: int = 32 * 
                                                patch_size=patch_size, temporal_patch_size=2, merge_size=2)
     processor = _image_only_qwen3_processor()(
         image_processor=image_processor, tokenizer=tok,
-        chat_template=_chat_template("<|vision_start|><|image_pad|><|vision_end|>"),
+        chat_template=_chat_template("<|vision_start|><|image_pad|><|vision_end|>",
+                                     "<|vision_start|><|video_pad|><|vision_end|>"),
     )
     return _finish(model, processor, tok, "tiny-qwen3-vl-moe" if moe else "tiny-qwen3-vl")
 

@@ -1,0 +1,127 @@
+"""Video inputs of the Qwen-VL families (Qwen2-VL, Qwen2.5-VL, Qwen3-VL) when transformers' video processor is missing.
+
+transformers ships one video processor for these families, ``Qwen2VLVideoProcessor`` (Qwen3-VL's subclasses it),
+and it needs torchvision, which this project does not depend on (there is no CPU build of it here). So a processor
+built or loaded without it has no ``video_processor``, and :class:`FrameVideoProcessor` takes that slot. It computes
+what ``Qwen2VLVideoProcessor._preprocess`` computes, on PIL frames with numpy:
+
+1. every frame resized (Pillow bicubic, as the image processor) to ``smart_resize(h, w, patch·merge, min_pixels,
+   max_pixels)`` — the settings of the processor's own image processor;
+2. rescaled by 1/255 and normalised by the image processor's mean and std;
+3. the clip padded to a multiple of ``temporal_patch_size`` by repeating its last frame, then cut into
+   ``(grid_t, temporal, C, grid_h/m, m, P, grid_w/m, m, P)`` and flattened to ``[grid_t·grid_h·grid_w,
+   C·temporal·P·P]`` in the order ``(t, h/m, w/m, m, m, C, temporal, P, P)`` — the order the model's patch
+   embedding and merger read.
+
+It also returns the ``video_metadata`` the processors read (Qwen2.5-VL turns its fps into ``second_per_grid_ts``
+for M-RoPE; Qwen3-VL writes frame timestamps into the prompt); the adapter passes each clip's metadata, so the
+real processor gets the same. Frames given as a list carry no rate; they are taken as sampled at
+:data:`DEFAULT_FPS` (Qwen's own default sampling rate), a GIF's frame durations give its rate.
+
+The torchvision processor resizes with torchvision's bicubic kernel, so its pixels differ from these by resampling
+rounding (not in layout); with torchvision installed the real processor stays in place and this class is unused.
+``tests/plugins/test_video.py`` checks that a one-frame clip gets exactly the image processor's pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+#: frames per second assumed for a clip given as a list of frames (Qwen2-VL's default sampling rate)
+DEFAULT_FPS = 2.0
+
+
+class FrameVideoProcessor:
+    """``Qwen2VLVideoProcessor``'s output for lists of PIL frames, without torchvision (see the module doc)."""
+
+    model_input_names = ["pixel_values_videos", "video_grid_thw"]
+
+    def __init__(self, image_processor: Any) -> None:
+        self.patch_size = int(image_processor.patch_size)
+        self.merge_size = int(image_processor.merge_size)
+        self.temporal_patch_size = int(image_processor.temporal_patch_size)
+        size = image_processor.size
+        self.min_pixels = int(size["shortest_edge"] if "shortest_edge" in size else size.shortest_edge)
+        self.max_pixels = int(size["longest_edge"] if "longest_edge" in size else size.longest_edge)
+        self.image_mean = np.asarray(image_processor.image_mean, dtype=np.float32)[:, None, None]  # [C, 1, 1]
+        self.image_std = np.asarray(image_processor.image_std, dtype=np.float32)[:, None, None]
+        self.rescale_factor = float(image_processor.rescale_factor)
+
+    def __call__(self, videos: Any = None, video_metadata: Sequence[Any] | None = None, **kwargs: Any) -> Any:
+        """``videos``: one clip or a list of clips, each a list of RGB PIL frames; ``video_metadata``: one
+        ``VideoMetadata`` per clip (its ``fps``), or None (:data:`DEFAULT_FPS`)."""
+        from transformers.feature_extraction_utils import BatchFeature
+
+        clips = _as_clips(videos)
+        given = list(video_metadata) if video_metadata is not None else [None] * len(clips)
+        if len(given) != len(clips):
+            raise ValueError(f"{len(given)} video_metadata entries for {len(clips)} videos")
+        patches, grids, metadata = [], [], []
+        for frames, meta in zip(clips, given):
+            flat, grid = self.patchify([self._frame(f) for f in frames])
+            patches.append(flat)
+            grids.append(grid)
+            metadata.append(meta if meta is not None and meta.fps else
+                            _metadata(len(frames), DEFAULT_FPS, frames[0].size))
+        data = {"pixel_values_videos": torch.from_numpy(np.concatenate(patches)),
+                "video_grid_thw": torch.tensor(grids, dtype=torch.long), "video_metadata": metadata}
+        return BatchFeature(data=data)
+
+    def target_size(self, height: int, width: int) -> tuple[int, int]:
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+        return smart_resize(height, width, factor=self.patch_size * self.merge_size, min_pixels=self.min_pixels,
+                            max_pixels=self.max_pixels)
+
+    def _frame(self, frame: Any) -> np.ndarray:
+        """One RGB PIL frame → ``[C, H', W']`` float32, resized, rescaled and normalised."""
+        from PIL import Image
+
+        h, w = self.target_size(frame.size[1], frame.size[0])
+        resized = np.asarray(frame.convert("RGB").resize((w, h), Image.Resampling.BICUBIC), dtype=np.float32)
+        return (resized.transpose(2, 0, 1) * self.rescale_factor - self.image_mean) / self.image_std
+
+    def patchify(self, frames: Sequence[np.ndarray]) -> tuple[np.ndarray, list[int]]:
+        """``[T, C, H, W]`` frames → ``[grid_t·grid_h·grid_w, C·temporal·P·P]`` and ``[grid_t, grid_h, grid_w]``."""
+        clip = np.stack(frames)  # [T, C, H, W]
+        tp, p, m = self.temporal_patch_size, self.patch_size, self.merge_size
+        if pad := -clip.shape[0] % tp:
+            clip = np.concatenate([clip, np.repeat(clip[-1:], pad, axis=0)])
+        t, c, h, w = clip.shape
+        gt, gh, gw = t // tp, h // p, w // p
+        x = clip.reshape(gt, tp, c, gh // m, m, p, gw // m, m, p)
+        x = x.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)  # (t, h/m, w/m, m, m, C, temporal, P, P)
+        return np.ascontiguousarray(x.reshape(gt * gh * gw, c * tp * p * p)), [gt, gh, gw]
+
+
+def _as_clips(videos: Any) -> list[list[Any]]:
+    """The processor's ``videos`` argument (one clip, or a list of clips; a clip is a list of PIL frames)."""
+    from PIL import Image
+
+    if isinstance(videos, (list, tuple)) and videos and isinstance(videos[0], Image.Image):
+        return [list(videos)]
+    return [list(v) for v in videos]
+
+
+def _metadata(n_frames: int, fps: float, size: tuple[int, int]) -> Any:
+    from transformers.video_utils import VideoMetadata
+
+    return VideoMetadata(total_num_frames=n_frames, fps=fps, width=size[0], height=size[1],
+                         duration=n_frames / fps, frames_indices=list(range(n_frames)))
+
+
+def metadata(video: Any) -> Any:
+    """The ``VideoMetadata`` of a :class:`~vsp_assert.engine.video.Video`: its frame count and rate
+    (:data:`DEFAULT_FPS` when the source gave none), every frame sampled."""
+    return _metadata(len(video.frames), video.fps or DEFAULT_FPS, video.size)
+
+
+def install(processor: Any) -> None:
+    """Put a :class:`FrameVideoProcessor` in ``processor``'s empty ``video_processor`` slot (left alone when the
+    real, torchvision-based one is there)."""
+    if getattr(processor, "video_processor", None) is None and getattr(processor, "image_processor", None):
+        processor.video_processor = FrameVideoProcessor(processor.image_processor)
