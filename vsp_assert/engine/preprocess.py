@@ -2,9 +2,10 @@
 
 A family's processor turns (images, text) into model inputs. Its image half (resize, crop, normalise, tiling)
 depends only on the pixels and the processor's options and is the costly half; a suite often asks several
-questions about one image. :class:`ImageCache` stands in for the processor's ``image_processor`` while an adapter
-prepares inputs (:meth:`ImageCache.serving`; a video processor likewise, a video keyed by its frames): a call with images already seen — same pixels, mode and size, same
-options — gets a copy of the earlier output, and the processor builds the text half around it as usual.
+questions about one image. :class:`ImageCache` stands in for the processor's ``image_processor`` (and its
+``video_processor``, a clip keyed by its frames) while an adapter prepares inputs (:meth:`ImageCache.serving`): a
+call with images already seen — same pixels, mode and size, same options — gets a copy of the earlier output, and
+the processor builds the text half around it as usual.
 
 - Keys are content digests (BLAKE2b of the pixels), never object identities, so an image edited in place or a
   new file at an old path is a miss.
