@@ -11,6 +11,9 @@ the tower reads every 4 consecutive packed patches as a 2×2 image and merges th
 weight ¼, as under Qwen's merger. ``vision_config.hidden_size`` is the vision width. The MoE variant (GLM-4.5V)
 differs only in its LM's MLPs (per-token routing; see the MoE note in docs/adapters.md).
 
+Video is refused (``supports_video = False``): GLM-4V writes its own video markers and per-frame timestamps into the
+prompt, which this adapter does not map yet; the Qwen-VL families and LLaVA-OneVision / LLaVA-NeXT-Video take video.
+
 Shapes: hooked block output ``[Σ h·w, d_vision]``; map ``[h·w / 4, h·w]``.
 """
 
@@ -23,6 +26,8 @@ class Glm4vAdapter(Qwen2VLAdapter):
     family = "glm4v"
     model_types = ("glm4v", "glm4v_moe")  # type: ignore[assignment]  # the base's is inferred as one str
     model_class = "AutoModelForImageTextToText"  # Glm4v… or Glm4vMoe…ForConditionalGeneration by model_type
+    #: GLM-4V's video prompt (its own video markers and per-frame timestamps) is not mapped: refused, not guessed
+    supports_video = False
 
     def vision_width(self) -> int:
         return int(self.model.config.vision_config.hidden_size)

@@ -31,6 +31,7 @@ from vsp_assert.engine.images import load_image
 from vsp_assert.engine.labels import ConceptLabels
 from vsp_assert.engine.models import load_model
 from vsp_assert.engine.sae import load_sae
+from vsp_assert.engine.video import load_video
 from vsp_assert.errors import CaseError, InputError, ModelError, SAEError, VspError
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -50,8 +51,10 @@ def expected(entry_id: str, tmp: Path | None = None) -> str:
     from vsp_assert.engine.adapter import registered
 
     adapters = ", ".join(sorted(registered()))  # what is registered depends on the plugins imported so far
+    video = ", ".join(sorted(t for t, cls in registered().items() if cls.supports_video))
+    assert "qwen2_vl" in video  # the families that take video are named, whatever else is installed
     return (MESSAGES[entry_id].replace("{corpus}", str(CORPUS)).replace("{tmp}", str(tmp))
-            .replace("{adapters}", adapters))
+            .replace("{adapters}", adapters).replace("{video_adapters}", video))
 
 
 @dataclass(frozen=True)
@@ -183,6 +186,13 @@ ENTRIES: list[Entry] = [
     E("case-image-not-an-image", case_beside("image_not_an_image.yaml", {"scan.png": "images/not_an_image.png"}),
       CaseError),
     E("case-image-too-small", case_beside("image_too_small.yaml", {"tiny.png": "images/tiny.png"}), CaseError),
+    # video cases: one of image/video, frames checked like images, containers need a decoder (PyAV)
+    E("case-video-and-image", case("video_and_image.yaml"), CaseError),
+    E("case-video-empty", case("video_empty.yaml"), CaseError),
+    E("case-video-missing-frame", case("video_missing_frame.yaml"), CaseError),
+    E("case-video-mapping", case("video_mapping.yaml"), CaseError),
+    E("case-video-container-no-decoder", case_beside("video_container.yaml", {"clip.mp4": "images/gray.png"}),
+      CaseError),
     # ------------------------------------------------------------------ images
     E("image-not-an-image", image("not_an_image.png"), InputError),
     E("image-truncated", image("truncated.png"), InputError),
@@ -195,6 +205,11 @@ ENTRIES: list[Entry] = [
     E("image-array-empty", lambda tmp: load_image(np.zeros((0, 16))), InputError),
     E("image-array-text", lambda tmp: load_image(np.full((16, 16), "red")), InputError),
     E("image-array-out-of-range", lambda tmp: load_image(np.full((16, 16), 300.0)), InputError),
+    # ------------------------------------------------------------------ videos
+    E("video-frames-differ-in-size", lambda tmp: load_video([np.zeros((16, 16, 3)), np.zeros((16, 20, 3))]),
+      InputError),
+    E("video-too-many-frames", lambda tmp: load_video([np.zeros((16, 16, 3))] * 65), InputError),
+    E("video-not-frames", lambda tmp: load_video(3), InputError),
     # ------------------------------------------------------------------ label files
     E("labels-latent-out-of-range", labels("latent_out_of_range.json"), SAEError),
     E("labels-invalid-json", labels("invalid_json.json"), SAEError),
@@ -306,6 +321,8 @@ MODEL_ENTRIES: list[tuple[str, Callable[[dict], object], type[VspError]]] = [
      InputError),
     ("latent-out-of-range", lambda m: _pad(m, "tiny").ablate(_pad(m, "tiny").run(_img(), PROMPT), "#64"),
      InputError),
+    ("video-to-an-image-only-family", lambda m: _pad(m, "tiny").run(load_video([_img(), _img()]), PROMPT),
+     ModelError),
 ]
 
 

@@ -7,7 +7,8 @@ A case file (a ``*.yaml`` / ``*.yml`` with a top-level ``cases:`` key: :func:`~.
     defaults: {top_k: 5}     # optional: defaults for every case (top_k, min_score, max_new_tokens, tolerance)
     cases:
       - id: red-square
-        image: images/red_square.png      # path relative to this file, or {scene: {...}} (shapes world)
+        image: images/red_square.png      # path relative to this file, or {scene: {...}} (shapes world);
+                                          # or video: [frame paths or scenes] | clip.gif (families that take video)
         prompt: What color is the square?
         expect:
           answer: red                     # or {equals|contains|one_of|not: …, correct: …}
@@ -35,6 +36,7 @@ from typing import Any
 
 from vsp_assert.checks.load_attributed import token_concepts
 from vsp_assert.checks.load_dataset import split_dataset, with_dataset
+from vsp_assert.checks.load_media import case_media
 from vsp_assert.checks.schema import (
     AnswerSpec,
     AttributedSpec,
@@ -62,13 +64,13 @@ from vsp_assert.checks.yaml_lines import (
     kind_of,
     load_yaml,
 )
-from vsp_assert.errors import CaseError, VspError, did_you_mean
+from vsp_assert.errors import CaseError, did_you_mean
 
 __all__ = ["is_case_file", "parse_case_file"]
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 FILE_KEYS = ("model", "sae", "defaults", "cases")
-CASE_KEYS = ("id", "image", "prompt", "expect", "marks", "tolerance", "max_new_tokens", "top_k", "description")
+CASE_KEYS = ("id", "image", "video", "prompt", "expect", "marks", "tolerance", "max_new_tokens", "top_k", "description")
 EXPECT_KEYS = ("answer", "captured", "attended", "attributed", "causal")
 DEFAULT_KEYS = ("top_k", "min_score", "max_new_tokens", "tolerance")
 ANSWER_KEYS = ("equals", "contains", "one_of", "not", "correct")
@@ -221,60 +223,6 @@ def _marks(value: Any, ctx: Ctx) -> tuple[tuple[str, str | None], ...]:
     return tuple(out)
 
 
-def _image(value: Any, ctx: Ctx, base: Path, root: Path | None, allow_outside: bool) -> str | dict[str, Any]:
-    if isinstance(value, Mapping):
-        m = as_mapping(value, ctx, ("scene",), "image")
-        if "scene" not in m or not isinstance(m["scene"], Mapping):
-            raise ctx.error("image needs a path or {scene: {...}}", received=kind_of(value))
-        scene = _plain(m["scene"])
-        from vsp_assert.shapes.world import Scene  # numpy + PIL only: cheap enough for collection
-
-        sctx = ctx.at("scene", m)
-        try:
-            Scene.from_dict(scene)
-        except VspError as exc:
-            field_path = f"{sctx.path}.{exc.field}" if exc.field else sctx.path
-            raise CaseError(f"invalid scene: {exc.message}", file=sctx.file, line=sctx.line, field=field_path,
-                            received=exc.received, allowed=exc.allowed, fix=exc.fix) from None
-        except (TypeError, ValueError, OverflowError) as exc:  # int(inf) in a coordinate overflows
-            raise sctx.error(f"invalid scene: {exc}", received=scene) from None
-        return {"scene": scene}
-    text = as_str(value, ctx, "image path")
-    path = Path(text)
-    try:
-        resolved = (path if path.is_absolute() else base / path).resolve()
-        exists = resolved.exists()
-    except (OSError, ValueError) as exc:  # embedded NUL byte, name too long, …
-        raise ctx.error(f"unusable image path ({type(exc).__name__}: {exc})", received=text,
-                        allowed="a file path relative to the case file") from None
-    if root is not None and not allow_outside:
-        try:
-            resolved.relative_to(root.resolve())
-        except ValueError:
-            raise ctx.error("image path escapes the cases root", received=text, allowed=f"files under {root}",
-                            fix="move the image under the cases folder or pass --vsp-allow-outside-root") from None
-    if not exists:
-        raise ctx.error("image file not found", received=text, allowed=f"a path relative to {base}",
-                        fix="check the file name; paths are relative to the case file")
-    from vsp_assert.engine.images import probe_image_file  # PIL only, and the header only: cheap at collection
-
-    try:
-        probe_image_file(resolved)
-    except VspError as exc:  # a folder, a non-image, an unreadable file, a size out of bounds
-        received = exc.received.replace(str(resolved), text) if isinstance(exc.received, str) else exc.received
-        raise ctx.error(exc.message, received=received, allowed=exc.allowed, fix=exc.fix) from None
-    return str(resolved)
-
-
-def _plain(value: Any) -> Any:
-    """LineDict/LineList → plain dict/list (for scene specs handed to other code)."""
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
 def parse_case_file(
     path: str | Path,
     text: str | None = None,
@@ -317,9 +265,10 @@ def parse_case_file(
         c = cctx.at(i, items)
         raw, dataset = split_dataset(raw, c, base, root_path, allow_outside_root)  # each:, rates, controls
         m = as_mapping(raw, c, CASE_KEYS, "a case")
-        for required in ("id", "image", "prompt", "expect"):
+        for required in ("id", "prompt", "expect"):
             if required not in m:
                 raise c.error(f"a case needs '{required}'", allowed=", ".join(CASE_KEYS))
+        image, ictx = case_media(m, c, base, root_path, allow_outside_root)  # image: or video:
         case_id = as_str(m["id"], c.at("id", m), "id")
         if not ID_PATTERN.fullmatch(case_id):
             raise c.at("id", m).error("ids are letters, digits, '-', '_' and '.'", received=case_id,
@@ -340,12 +289,11 @@ def parse_case_file(
             if "attributed" in e else (),
             causal=_causal(e["causal"], ectx.at("causal", e)) if "causal" in e else (),
         )
-        ictx = c.at("image", m)
         cases.append(with_dataset(dataset, Case(
             id=case_id,
             image_where=ctx_where(ictx),
             prompt=as_str(m["prompt"], c.at("prompt", m), "prompt"),
-            image=_image(m["image"], ictx, base, root_path, allow_outside_root),
+            image=image,
             expect=expect,
             file=source,
             line=c.line or 0,

@@ -112,7 +112,7 @@ class Tolerance:
 class Case:
     id: str
     prompt: str
-    image: str | dict[str, Any]  # resolved path, or {"scene": {...}}
+    image: str | dict[str, Any]  # resolved path, {"scene": {...}}, or {"video": [frames] | file} (load_media.py)
     expect: Expectations
     file: str
     line: int
@@ -125,22 +125,32 @@ class Case:
     image_where: Where | None = field(default=None, compare=False)  # the ``image`` field's place, for run-time errors
 
     def load_image(self) -> Any:
-        """The case's image as an RGB PIL image (file or shapes-world scene); a problem names this case's file and
-        the ``image`` field's line."""
+        """The case's image as an RGB PIL image (file or shapes-world scene), or its video as a
+        :class:`~vsp_assert.engine.video.Video`; a problem names this case's file and the field's line."""
+        place = self.image_where or Where("image", self.line)
+        if isinstance(self.image, dict) and "video" in self.image:
+            from vsp_assert.engine.video import load_video
+
+            frames = self.image["video"]
+            if isinstance(frames, list):
+                frames = [self._picture(f, Where(f"{place.field}[{i}]", place.line)) for i, f in enumerate(frames)]
+            return load_video(frames, source=self.file, line=place.line, field=place.field)
+        return self._picture(self.image, place)
+
+    def _picture(self, image: str | dict[str, Any], place: Where) -> Any:
         from vsp_assert.engine.images import load_image
 
-        place = self.image_where or Where("image", self.line)
-        if isinstance(self.image, dict):
+        if isinstance(image, dict):
             from vsp_assert.shapes import Scene
 
             try:
-                return Scene.from_dict(self.image["scene"]).render()
+                return Scene.from_dict(image["scene"]).render()
             except CaseError:
                 raise
             except Exception as exc:  # the world's own validation errors
                 raise CaseError(f"invalid scene: {exc}", file=self.file, line=place.line,
-                                field=f"{place.field}.scene", received=self.image["scene"]) from None
-        return load_image(self.image, source=self.file, line=place.line, field=place.field)
+                                field=f"{place.field}.scene", received=image["scene"]) from None
+        return load_image(image, source=self.file, line=place.line, field=place.field)
 
 
 @dataclass(frozen=True)

@@ -168,6 +168,32 @@ def _decode_with_av(path: Path, *, source: str | None, line: int | None,
     return frames, fps
 
 
+def probe_video_file(path: Path, *, source: str | None = None, line: int | None = None,
+                     field: str = "video") -> int | None:
+    """Check a video file without decoding it (collection time): the frame count of an animated image from its
+    header (None for a container), or the :class:`InputError` :func:`decode_video_file` would raise for a missing
+    file, a non-image, too many frames, or a container with no decoder installed."""
+    from vsp_assert.engine.images import _check_size, _reading
+
+    if not path.is_file():
+        raise InputError("video file not found" if not path.exists() else "expected a video file", file=source,
+                         line=line, field=field, received=str(path))
+    suffix = path.suffix.lower()
+    if suffix in AV_SUFFIXES or suffix not in PIL_VIDEO_SUFFIXES:
+        try:
+            import av  # type: ignore[import-not-found]  # noqa: F401  # PyAV: optional
+        except ImportError:
+            _decode_with_av(path, source=source, line=line, field=field)  # raises the no-decoder error
+        return None
+    from PIL import Image
+
+    with _reading(path, source=source, line=line, field=field), Image.open(path) as opened:
+        n, (w, h) = int(getattr(opened, "n_frames", 1)), opened.size
+    _check_count(n, source=source, line=line, field=field)
+    _check_size(w, h, f"{w}x{h} ({path})", source=source, line=line, field=field)
+    return n
+
+
 def load_media(item: Any, *, source: str | None = None, line: int | None = None, field: str = "image") -> Any:
     """An RGB PIL image, or a :class:`Video` left as it is: what the Scratchpad hands to an adapter."""
     from vsp_assert.engine.images import load_image
