@@ -20,7 +20,7 @@ real processor gets the same. Frames given as a list carry no rate; they are tak
 
 The torchvision processor resizes with torchvision's bicubic kernel, so its pixels differ from these by resampling
 rounding (not in layout); with torchvision installed the real processor stays in place and this class is unused.
-``tests/plugins/test_video.py`` checks that a one-frame clip gets exactly the image processor's pixels.
+``tests/test_video.py`` checks that a one-frame clip gets the image processor's pixels (to float32 rounding).
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ class InternVLAdapter(StackedViewsAdapter, LlavaAdapter):
         return views_from_tokens(self.family, inputs, self.model.config.image_token_id, self._tokens_per_view())
 
     # ------------------------------------------------------------------ inputs
-    def _chat(self, prompt: str) -> str:
+    def _chat(self, prompt: str, kind: str = "image") -> str:
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
         return self.processor.apply_chat_template(messages, add_generation_prompt=True)
 

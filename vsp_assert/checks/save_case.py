@@ -311,6 +311,9 @@ def save_case(path: str | Path, trace: Trace, results: Sequence[InterventionResu
 
     target = Path(path)
     source_name = str(target)
+    if trace.frames:
+        raise CaseError("saving a video case is not supported: only still-image cases are written", file=source_name,
+                        field="video", fix="write the case by hand with video: [frame paths] (docs/cases.md)")
     if target.exists() and not target.is_file():
         raise CaseError("the case file path is not a file", file=source_name, fix="name a .yaml file")
     if target.suffix.lower() not in (".yaml", ".yml"):

@@ -83,7 +83,7 @@ def load_video(video: Any, *, source: str | None = None, line: int | None = None
         return video
     if isinstance(video, (str, os.PathLike)):
         frames, fps = decode_video_file(Path(video), source=source, line=line, field=field)
-        origin = str(video)
+        origin: str | None = str(video)
     elif isinstance(video, (list, tuple)):
         if not video:
             raise InputError("the video has no frames", file=source, line=line, field=field, received="[]",

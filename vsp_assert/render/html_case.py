@@ -250,20 +250,41 @@ def interventions_html(trace: Trace, records: Sequence[AssertionRecord]) -> str:
             f'<th>p after</th><th>drop</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
 
 
+def _overlays(trace: Trace, values: np.ndarray, caption: str, *, css_class: str, highlight: bool,
+              alt: str) -> list[str] | None:
+    """``values [P]`` over the trace's picture: one figure for a still image, one per time slice of a video
+    (levels scaled over the whole clip); None when the patches do not form the recorded grid."""
+    from vsp_assert.render.frames import panels
+
+    shown, _ = panels(trace)
+    top = float(values.max()) if values.size else 0.0
+    figures = []
+    for panel in shown:
+        part = values[panel.lo : panel.hi]
+        levels = grid_levels(part, trace.grid)
+        if levels is None or panel.image is None:
+            return None
+        if trace.frames:  # one scale for the clip: a slice where nothing happens stays dark
+            levels = levels * (float(part.max()) / top if top > 0 else 0.0)
+        label = f"{caption} · {panel.label}" if trace.frames else caption
+        figures.append(_figure(png_data_uri(overlay(fit_image(panel.image, OVERLAY_BOX), levels)), label,
+                               css_class=css_class, highlight=highlight, alt=alt))
+    return figures
+
+
 def attention_html(trace: Trace, highlight: set[int], max_overlays: int) -> str:
     if trace.image is None or trace.n_tokens == 0:
         return ""
-    base = fit_image(trace.image, OVERLAY_BOX)
     attention = trace.attention.detach().float().numpy()  # [T, P]
     figures = []
     for t in range(min(trace.n_tokens, max_overlays)):
-        levels = grid_levels(attention[t], trace.grid)
-        if levels is None:
-            return '<p class="note">attention overlays skipped: the patches do not form the recorded grid</p>'
         token = _token_text(trace.output_tokens[t])
-        figures.append(_figure(png_data_uri(overlay(base, levels)), f"{t}: {token}", css_class="attention",
-                               highlight=t in highlight, alt=f"attention of output token {t}"))
-    more = trace.n_tokens - len(figures)
+        shown = _overlays(trace, attention[t], f"{t}: {token}", css_class="attention", highlight=t in highlight,
+                          alt=f"attention of output token {t}")
+        if shown is None:
+            return '<p class="note">attention overlays skipped: the patches do not form the recorded grid</p>'
+        figures += shown
+    more = trace.n_tokens - min(trace.n_tokens, max_overlays)
     note = f'<p class="note">… {more} more output token(s) not shown</p>' if more > 0 else ""
     return ('<h3>attention per output token</h3><p class="note">where each output token reads the image '
             f'(text-to-image attention, brighter = more)</p><div class="figures">{"".join(figures)}</div>{note}')
@@ -299,22 +320,20 @@ def concepts_html(trace: Trace, records: Sequence[AssertionRecord]) -> str:
             seen.setdefault((r.concept, tuple(r.latents)), []).append(r)
     if not seen:
         return ""
-    base = fit_image(trace.image, OVERLAY_BOX)
     figures = []
     for (concept, latents), recs in list(seen.items())[:MAX_CONCEPT_MAPS]:
         fires = trace.sparse_acts.columns(list(latents)).sum(1).float().numpy()  # [P], from the sparse codes
-        levels = grid_levels(fires, trace.grid)
-        if levels is None:
-            return '<p class="note">concept maps skipped: the patches do not form the recorded grid</p>'
         peak = float(fires.max()) if fires.size else 0.0
         failed = any(not r.passed for r in recs)
         names = ", ".join(trace.display(i) for i in latents)
         checks = ", ".join(dict.fromkeys(r.kind for r in recs))
         caption = f"{concept} [{names}] · peak {peak:.2f}" + ("" if peak > 0 else " (does not fire)")
         caption += f" · {checks}{' ✘' if failed else ''}"
-        figures.append(_figure(png_data_uri(overlay(base, levels)), caption, css_class="concept",
-                               highlight=failed, alt=f"where {concept} fires"))
-    more = len(seen) - len(figures)
+        shown = _overlays(trace, fires, caption, css_class="concept", highlight=failed, alt=f"where {concept} fires")
+        if shown is None:
+            return '<p class="note">concept maps skipped: the patches do not form the recorded grid</p>'
+        figures += shown
+    more = len(seen) - min(len(seen), MAX_CONCEPT_MAPS)
     note = f'<p class="note">… {more} more concept(s) not shown</p>' if more > 0 else ""
     return ('<h3>asserted concepts: where they fire</h3><p class="note">summed activation of the concept\'s '
             f'latents per patch, scaled to its peak</p><div class="figures">{"".join(figures)}</div>{note}')
@@ -335,7 +354,12 @@ def case_html(index: int, nodeid: str, trace: Trace, records: Sequence[Assertion
     views, view_latents = views_html(trace, hm, nodeid, top_k=top_k, latents=latents, tokens=tokens, contrast=contrast)
     captured = ", ".join(f"{trace.display(i)} {s:.2f}" for i, s in trace.top_captured(6)) or "-"
     image = ""
-    if trace.image is not None:
+    if trace.image is not None and trace.frames:
+        w, h = trace.image.size
+        image = _figure(png_data_uri(fit_image(trace.image.frames[0], IMAGE_BOX)),
+                        f"video {len(trace.image)} frames {w}×{h} px · {len(trace.frames)} time slices · patch grid "
+                        f"{trace.grid[0]}×{trace.grid[1]} per slice", css_class="image", alt="case video, first frame")
+    elif trace.image is not None:
         shown = fit_image(trace.image, IMAGE_BOX)
         w, h = trace.image.size
         image = _figure(png_data_uri(shown), f"image {w}×{h} px · patch grid {trace.grid[0]}×{trace.grid[1]}",

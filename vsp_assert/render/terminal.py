@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -121,38 +121,51 @@ def _grid_lines(levels: torch.Tensor, grid: tuple[int, int], style: Style,
     return lines
 
 
-def _thumbnail(trace: Trace) -> list[tuple[int, int, int]] | None:
-    if trace.image is None:
+def _thumbnail(image: Any, grid: tuple[int, int]) -> list[tuple[int, int, int]] | None:
+    if image is None:
         return None
-    rows, cols = trace.grid
-    small = trace.image.convert("RGB").resize((cols, rows))
-    import numpy as np
-
+    rows, cols = grid
+    small = image.convert("RGB").resize((cols, rows))
     return [(int(r), int(g), int(b)) for r, g, b in np.asarray(small).reshape(-1, 3)]
 
 
 def render_spatial(trace: Trace, latents: Sequence[int], token: int | None, *, style: Style,
                    concept: str = "concept") -> str:
-    """Side by side: the image, where ``latents`` fire, and where output token ``token`` attends."""
-    panels: list[tuple[str, list[str]]] = []
-    colours = _thumbnail(trace)
+    """Side by side: the image, where ``latents`` fire, and where output token ``token`` attends — for a video one
+    such row per time slice, named by its frames (levels scaled over the whole clip, so slices compare)."""
+    from vsp_assert.render.frames import panels
+
     rows, cols = trace.grid
-    if colours is not None and style.enabled:
-        panels.append(("image", _grid_lines(torch.zeros(rows * cols), trace.grid, style, colours)))
     ids = torch.tensor(list(latents), dtype=torch.long)
-    fires = trace.sparse_acts.columns(ids).sum(1) if len(ids) else torch.zeros(trace.n_patches)  # [P]
-    panels.append((f"{concept} fires", _grid_lines(_levels(fires), trace.grid, style)))
-    if token is not None and trace.n_tokens:
-        att = trace.attention[token]
-        panels.append((f"'{_token_label(trace.output_tokens[token])}' attends", _grid_lines(_levels(att),
-                                                                                          trace.grid, style)))
-    width = max(cols * 2, max(len(t) for t, _ in panels)) + 3
-    header = "".join(style.dim(t.ljust(width)) for t, _ in panels)
-    height = max(len(lines) for _, lines in panels)
+    fires = _levels(trace.sparse_acts.columns(ids).sum(1) if len(ids) else torch.zeros(trace.n_patches))  # [P]
+    att = _levels(trace.attention[token]) if token is not None and trace.n_tokens else None  # [P]
+    shown, more = panels(trace)
+    blocks = []
+    for panel in shown:
+        maps: list[tuple[str, list[str]]] = []
+        colours = _thumbnail(panel.image, trace.grid)
+        if colours is not None and style.enabled:
+            maps.append((panel.label, _grid_lines(torch.zeros(rows * cols), trace.grid, style, colours)))
+        elif panel.label != "image":
+            maps.append((panel.label, []))
+        maps.append((f"{concept} fires", _grid_lines(fires[panel.lo : panel.hi], trace.grid, style)))
+        if att is not None:
+            label = f"'{_token_label(trace.output_tokens[token or 0])}' attends"
+            maps.append((label, _grid_lines(att[panel.lo : panel.hi], trace.grid, style)))
+        blocks.append(_side_by_side(maps, cols, style))
+    if more:
+        blocks.append(style.dim(f"… {more} more time slice(s) or view(s) not shown"))
+    return "\n".join(blocks)
+
+
+def _side_by_side(maps: list[tuple[str, list[str]]], cols: int, style: Style) -> str:
+    width = max(cols * 2, max(len(t) for t, _ in maps)) + 3
+    header = "".join(style.dim(t.ljust(width)) for t, _ in maps)
+    height = max(len(lines) for _, lines in maps)
     body = []
     for i in range(height):
         parts = []
-        for _, lines in panels:
+        for _, lines in maps:
             text = lines[i] if i < len(lines) else ""
             parts.append(text + " " * (width - visible_len(text)))
         body.append("".join(parts).rstrip())
