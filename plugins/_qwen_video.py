@@ -18,6 +18,11 @@ for M-RoPE; Qwen3-VL writes frame timestamps into the prompt); the adapter passe
 real processor gets the same. Frames given as a list carry no rate; they are taken as sampled at
 :data:`DEFAULT_FPS` (Qwen's own default sampling rate), a GIF's frame durations give its rate.
 
+Loading has the same gap: ``AutoProcessor`` cannot build a Qwen-VL processor at all without torchvision (it
+builds the video processor first). :func:`load_processor` then builds the family's real processor class around the
+checkpoint's image processor and tokenizer with the video slot empty (:func:`image_only`), and installs the
+stand-in there, so a Qwen-VL checkpoint loads and takes images and video on a machine without torchvision.
+
 The torchvision processor resizes with torchvision's bicubic kernel, so its pixels differ from these by resampling
 rounding (not in layout); with torchvision installed the real processor stays in place and this class is unused.
 ``tests/test_video.py`` checks that a one-frame clip gets the image processor's pixels (to float32 rounding).
@@ -25,6 +30,7 @@ rounding (not in layout); with torchvision installed the real processor stays in
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from typing import Any
 
@@ -125,3 +131,51 @@ def install(processor: Any) -> None:
     real, torchvision-based one is there)."""
     if getattr(processor, "video_processor", None) is None and getattr(processor, "image_processor", None):
         processor.video_processor = FrameVideoProcessor(processor.image_processor)
+
+
+#: the special tokens a Qwen-VL processor reads off its tokenizer, and the names Qwen's vocabularies give them
+SPECIAL_TOKENS = {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
+                  "vision_start_token": "<|vision_start|>", "vision_end_token": "<|vision_end|>"}
+
+
+def image_only(base: type) -> type:
+    """``base`` (Qwen2VLProcessor, Qwen2_5_VLProcessor, Qwen3VLProcessor) with its video slot left empty: its
+    ``__init__`` sets the special tokens as the real one does (from the tokenizer, else Qwen's names) and skips
+    the torchvision-only video processor; every other method, ``__call__`` included, is the real class's."""
+    from transformers.processing_utils import ProcessorMixin
+
+    class ImageOnly(base):  # type: ignore[misc, valid-type]
+        def __init__(self, image_processor: Any = None, tokenizer: Any = None, chat_template: str | None = None,
+                     **kwargs: Any) -> None:
+            for name, default in SPECIAL_TOKENS.items():
+                token = getattr(tokenizer, name, None) or default
+                setattr(self, name, token)
+                setattr(self, f"{name}_id", getattr(tokenizer, f"{name}_id", None)
+                        or tokenizer.convert_tokens_to_ids(token))
+            self.video_processor = None
+            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+    ImageOnly.__name__ = ImageOnly.__qualname__ = base.__name__
+    return ImageOnly
+
+
+def load_processor(name_or_path: str, *, trust_remote_code: bool = False) -> Any:
+    """The checkpoint's processor: ``AutoProcessor``'s, or — where that fails for want of torchvision — the real
+    processor class built by :func:`image_only` around the checkpoint's image processor and tokenizer."""
+    import transformers
+    from transformers import AutoConfig, AutoImageProcessor, AutoProcessor, AutoTokenizer
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
+
+    try:
+        return AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except (ImportError, OSError, ValueError, AttributeError):
+        if importlib.util.find_spec("torchvision") is not None:
+            raise  # not the missing video processor: the error is the user's to see
+    model_type = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code).model_type
+    base = getattr(transformers, PROCESSOR_MAPPING_NAMES[model_type])
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    image_processor = AutoImageProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    processor = image_only(base)(image_processor=image_processor, tokenizer=tokenizer,
+                                 chat_template=getattr(tokenizer, "chat_template", None))
+    install(processor)
+    return processor

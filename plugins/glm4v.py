@@ -19,6 +19,9 @@ Shapes: hooked block output ``[Σ h·w, d_vision]``; map ``[h·w / 4, h·w]``.
 
 from __future__ import annotations
 
+from typing import Any
+
+from .llava import LlavaAdapter
 from .qwen2_vl import Qwen2VLAdapter
 
 
@@ -28,6 +31,12 @@ class Glm4vAdapter(Qwen2VLAdapter):
     model_class = "AutoModelForImageTextToText"  # Glm4v… or Glm4vMoe…ForConditionalGeneration by model_type
     #: GLM-4V's video prompt (its own video markers and per-frame timestamps) is not mapped: refused, not guessed
     supports_video = False
+
+    @classmethod
+    def load(cls, name_or_path: str, **kwargs: Any) -> tuple[Any, Any]:
+        """``AutoProcessor`` as for LLaVA: GLM's processor has its own special tokens (Qwen's torchvision-free
+        fallback does not apply)."""
+        return LlavaAdapter.load.__func__(cls, name_or_path, **kwargs)  # type: ignore[attr-defined, no-any-return]
 
     def vision_width(self) -> int:
         return int(self.model.config.vision_config.hidden_size)

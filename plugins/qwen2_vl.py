@@ -57,7 +57,16 @@ class Qwen2VLAdapter(LlavaAdapter):
 
     def __init__(self, model: Any, processor: Any) -> None:
         super().__init__(model, processor)
-        _qwen_video.install(processor)  # only where the torchvision video processor is missing
+        if self.supports_video:
+            _qwen_video.install(processor)  # only where the torchvision video processor is missing
+
+    @classmethod
+    def load(cls, name_or_path: str, **kwargs: Any) -> tuple[Any, Any]:
+        import transformers
+
+        model = getattr(transformers, cls.model_class).from_pretrained(name_or_path, **kwargs)
+        return model, _qwen_video.load_processor(name_or_path,
+                                                 trust_remote_code=kwargs.get("trust_remote_code", False))
 
     # ------------------------------------------------------------------ vision
     def vision_layer_paths(self) -> list[str]:

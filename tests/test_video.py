@@ -206,3 +206,54 @@ def _scene() -> Image.Image:
     from vsp_assert.shapes import Scene
 
     return Scene.from_dict({"shapes": [{"shape": "circle", "color": "red", "x": 32, "y": 32, "size": 24}]}).render()
+
+
+# ---------------------------------------------------------------------- through the pytest plugin
+@pytest.fixture(scope="module")
+def saved_qwen(tmp_path_factory):
+    """A tiny Qwen2-VL saved as a checkpoint folder (loaded back without torchvision: the processor is rebuilt
+    around its image processor and tokenizer), a random SAE on its vision tower, and two frames."""
+    from vsp_assert.engine.sae import save_sae
+    from vsp_assert.testing import random_sae, save_model
+
+    root = tmp_path_factory.mktemp("qwen-video")
+    model = tiny_model("qwen2_vl")
+    save_model(model, root / "model")
+    sae = random_sae(model.adapter.vision_width(), 64, k=8, seed=0)
+    save_sae(root / "sae", W_enc=sae.W_enc, W_dec=sae.W_dec, b_enc=sae.b_enc, b_dec=sae.b_dec, k=8,
+             hook_layer=model.adapter.default_hook_layer())
+    for i, frame in enumerate(frames(3, 40, 40, seed=12)):
+        frame.save(root / f"f{i}.png")
+    return root
+
+
+def test_a_video_case_file_runs_under_pytest_on_a_saved_checkpoint(pytester, saved_qwen) -> None:
+    from vsp_assert import Scratchpad, load_model, load_sae
+
+    loaded = load_model(saved_qwen / "model")
+    assert type(loaded.processor.video_processor).__name__ == "FrameVideoProcessor"
+    truth = Scratchpad(loaded, load_sae(saved_qwen / "sae"), max_new_tokens=3).run(
+        load_video([saved_qwen / f"f{i}.png" for i in range(3)]), PROMPT).answer
+    pytester.makeini(f"""
+        [pytest]
+        vsp_model = {saved_qwen / 'model'}
+        vsp_sae = {saved_qwen / 'sae'}
+        vsp_max_new_tokens = 3
+        vsp_min_sae_fit = -1e6
+        """)
+    for i in range(3):
+        (pytester.path / f"f{i}.png").write_bytes((saved_qwen / f"f{i}.png").read_bytes())
+    pytester.makefile(".yaml", clip=f"""
+cases:
+  - id: right
+    video: [f0.png, f1.png, f2.png]
+    prompt: "{PROMPT}"
+    expect: {{answer: "{truth}"}}
+  - id: wrong
+    video: [f0.png, f1.png, f2.png]
+    prompt: "{PROMPT}"
+    expect: {{answer: "zzz", captured: ["#1"]}}
+""")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--color=no")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*frames 1–2*", "*frame 3*"])

@@ -1,9 +1,10 @@
 """Tiny Qwen2-VL and Qwen2.5-VL (packed dynamic-resolution sequences, 2×2 merge, M-RoPE; 2.5 adds windowed
 vision attention).
 
-Part of :mod:`vsp_assert.testing.families`. Their processors require a torchvision-only video processor:
-``_ImageOnlyQwenProcessor`` is the real processor class with the video slot left empty (its ``__call__`` — the
-image code path — is unchanged).
+Part of :mod:`vsp_assert.testing.families`. Their processors require a torchvision-only video processor: the real
+processor class is built with its video slot left empty (:func:`vsp_assert.plugins._qwen_video.image_only`, the
+same fallback ``load_model`` uses without torchvision), and the adapter installs the torchvision-free
+``FrameVideoProcessor`` there.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import torch
 
 from vsp_assert.engine.models import LoadedModel
+from vsp_assert.plugins._qwen_video import image_only
 from vsp_assert.testing import word_tokenizer
 from vsp_assert.testing._tiny import _HEADS, _WIDTH, _chat_template, _finish, _text_kwargs
 
@@ -20,24 +22,6 @@ _QWEN_SPECIALS = {
     "image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
     "vision_start_token": "<|vision_start|>", "vision_end_token": "<|vision_end|>",
 }
-
-
-def _image_only_qwen_processor(base: type) -> type:
-    """``base`` (Qwen2VLProcessor / Qwen2_5_VLProcessor) without its torchvision-only video processor."""
-    from transformers.processing_utils import ProcessorMixin
-
-    class _ImageOnlyQwenProcessor(base):  # type: ignore[misc, valid-type]
-        def __init__(self, image_processor: Any = None, tokenizer: Any = None, chat_template: str | None = None,
-                     **kwargs: Any) -> None:
-            self.image_token = tokenizer.image_token
-            self.video_token = tokenizer.video_token
-            self.image_token_id = tokenizer.image_token_id
-            self.video_token_id = tokenizer.video_token_id
-            self.video_processor = None
-            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
-
-    _ImageOnlyQwenProcessor.__name__ = base.__name__
-    return _ImageOnlyQwenProcessor
 
 
 def _tiny_qwen(version: str, *, seed: int, patch_size: int, max_pixels: int) -> LoadedModel:
@@ -72,7 +56,7 @@ def _tiny_qwen(version: str, *, seed: int, patch_size: int, max_pixels: int) -> 
     model = Model(config)
     image_processor = Qwen2VLImageProcessorPil(min_pixels=(2 * patch_size) ** 2 * 4, max_pixels=max_pixels,
                                                patch_size=patch_size, temporal_patch_size=2, merge_size=2)
-    processor = _image_only_qwen_processor(Processor)(
+    processor = image_only(Processor)(
         image_processor=image_processor, tokenizer=tok,
         chat_template=_chat_template("<|vision_start|><|image_pad|><|vision_end|>",
                                      "<|vision_start|><|video_pad|><|vision_end|>"),

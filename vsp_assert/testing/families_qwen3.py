@@ -1,10 +1,10 @@
 """Tiny Qwen3-VL and Qwen3-VL-MoE (Qwen2-VL's packed dynamic-resolution sequence and 2×2 merge, plus DeepStack:
 features of chosen vision blocks added to the first LM layers' hidden states at the image tokens).
 
-Part of :mod:`vsp_assert.testing.families`. ``Qwen3VLProcessor`` requires a torchvision-only video processor:
-``_ImageOnlyQwen3Processor`` is the real processor class with the video slot left empty (its ``__call__`` — the image
-code path — is unchanged). The image processor is ``Qwen2VLImageProcessorPil``, the class Qwen3-VL's checkpoints
-name (with ``patch_size`` 4 instead of 16 here).
+Part of :mod:`vsp_assert.testing.families`. ``Qwen3VLProcessor`` requires a torchvision-only video processor: it is
+built with the video slot left empty (:func:`vsp_assert.plugins._qwen_video.image_only`), where the adapter installs
+the torchvision-free ``FrameVideoProcessor``. The image processor is ``Qwen2VLImageProcessorPil``, the class
+Qwen3-VL's checkpoints name (with ``patch_size`` 4 instead of 16 here).
 """
 
 from __future__ import annotations
@@ -14,27 +14,10 @@ from typing import Any
 import torch
 
 from vsp_assert.engine.models import LoadedModel
+from vsp_assert.plugins._qwen_video import image_only
 from vsp_assert.testing import word_tokenizer
 from vsp_assert.testing._tiny import _HEADS, _WIDTH, _chat_template, _finish, _text_kwargs
 from vsp_assert.testing.families_qwen import _QWEN_SPECIALS
-
-
-def _image_only_qwen3_processor() -> type:
-    """``Qwen3VLProcessor`` without its torchvision-only video processor (image path unchanged)."""
-    from transformers.models.qwen3_vl import Qwen3VLProcessor
-    from transformers.processing_utils import ProcessorMixin
-
-    class _ImageOnlyQwen3Processor(Qwen3VLProcessor):
-        def __init__(self, image_processor: Any = None, tokenizer: Any = None, chat_template: str | None = None,
-                     **kwargs: Any) -> None:
-            for name in ("image_token", "video_token", "vision_start_token", "vision_end_token"):
-                setattr(self, name, getattr(tokenizer, name))
-                setattr(self, f"{name}_id", getattr(tokenizer, f"{name}_id"))
-            self.video_processor = None
-            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
-
-    _ImageOnlyQwen3Processor.__name__ = "Qwen3VLProcessor"
-    return _ImageOnlyQwen3Processor
 
 
 def tiny_qwen3_vl(*, seed: int = 0, patch_size: int = 4, max_pixels: int = 32 * 32, moe: bool = False,
@@ -72,7 +55,9 @@ def tiny_qwen3_vl(*, seed: int = 0, patch_size: int = 4, max_pixels: int = 32 * 
         model.set_experts_implementation("batched_mm")
     image_processor = Qwen2VLImageProcessorPil(min_pixels=(2 * patch_size) ** 2 * 4, max_pixels=max_pixels,
                                                patch_size=patch_size, temporal_patch_size=2, merge_size=2)
-    processor = _image_only_qwen3_processor()(
+    from transformers.models.qwen3_vl import Qwen3VLProcessor
+
+    processor = image_only(Qwen3VLProcessor)(
         image_processor=image_processor, tokenizer=tok,
         chat_template=_chat_template("<|vision_start|><|image_pad|><|vision_end|>",
                                      "<|vision_start|><|video_pad|><|vision_end|>"),
