@@ -187,6 +187,15 @@ def test_a_failing_video_case_shows_each_time_slice(tmp_path) -> None:
     assert not result.passed
     text = render_case("cases.yaml::clip", result.trace, result.records, style=Style(False), width=120)
     assert "frames 1–2" in text and "frame 3" in text and "red fires" in text
+    # the heatmap's latents in time: each latent's share per slice and its peak patch, as computed from the codes
+    trace = result.trace
+    red = trace.labels.concepts["red"][0]
+    size = trace.grid[0] * trace.grid[1]
+    column = trace.acts[:, red]  # [P]
+    shares = [float(column[:size].sum() / column.sum()), float(column[size:].sum() / column.sum())]
+    row = next(line for line in text.splitlines() if line.startswith(trace.display(red) + " ") and "%" in line)
+    assert row.split()[-2:] == [f"{shares[0]:.0%}", f"{shares[1]:.0%}"]
+    assert trace.patch_label(int(column.argmax())) in row
     html = case_html(0, "cases.yaml::clip", result.trace, result.records, top_k=5, max_overlays=2)
     assert "video 3 frames 64×64 px · 2 time slices" in html
     assert html.count("· frames 1–2</figcaption>") >= 1 and html.count("· frame 3</figcaption>") >= 1

@@ -236,6 +236,27 @@ def render_latent_legend(trace: Trace, latents: Sequence[int], *, style: Style) 
     return "\n".join(lines)
 
 
+def render_frames(trace: Trace, latents: Sequence[int], *, limit: int = 12) -> str:
+    """For a video: per heatmap latent, the patch where it fires most (its frames, row and col) and its share of
+    activation in each time slice (at most 8 slices), so the heatmap's columns can be read in time."""
+    from vsp_assert.render.frames import MAX_PANELS
+
+    if not trace.frames or not latents:
+        return ""
+    ids = list(latents)[:limit]
+    size = trace.grid[0] * trace.grid[1]
+    fires = trace.sparse_acts.columns(torch.tensor(ids, dtype=torch.long))  # [P, n]
+    per_slice = fires.reshape(len(trace.frames), size, len(ids)).sum(1)  # [S, n]
+    total = per_slice.sum(0).clamp_min(1e-12)  # [n]
+    shown = trace.frames[:MAX_PANELS]
+    rows = []
+    for j, latent in enumerate(ids):
+        peak = trace.patch_label(int(fires[:, j].argmax())) if float(fires[:, j].max()) > 0 else "-"
+        rows.append([trace.display(latent), peak,
+                     *(f"{float(per_slice[s, j] / total[j]):.0%}" for s in range(len(shown)))])
+    return tabulate(rows, headers=["latent", "fires most at", *shown], tablefmt="simple")
+
+
 def render_trace(
     trace: Trace,
     *,
@@ -266,9 +287,14 @@ def render_trace(
     ]
     for v, m in zip(views, maps):
         parts += ["", render_top_concepts(trace, top_k, v, contrast), "", render_heatmap(m, style=style, width=width)]
-    legend = render_latent_legend(trace, list(dict.fromkeys(i for m in maps for i in m.latents)), style=style)
+    columns = list(dict.fromkeys(i for m in maps for i in m.latents))
+    legend = render_latent_legend(trace, columns, style=style)
     if legend:
         parts += ["", legend]
+    if trace.frames and columns:  # a video: where in time the heatmap's latents fire
+        parts += ["", style.bold("the heatmap's latents in time") + style.dim("  (share of each latent's activation "
+                                                                              "per time slice)"),
+                  render_frames(trace, columns)]
     for concept, latents, token in spatial:
         parts += ["", render_spatial(trace, latents, token, style=style, concept=concept)]
     return "\n".join(parts)
