@@ -39,6 +39,7 @@ EXPECT = {
     "glm4v_moe": MapExpectations(patches_per_token=4),
     "gemma3": MapExpectations(patches_per_token=16),
     "llava_next": MapExpectations(empty_tokens=True, every_patch_reaches=False),
+    "llava_next_video": MapExpectations(empty_tokens=True, every_patch_reaches=False),
     "llava_onevision": MapExpectations(patches_per_token=None, max_patches_per_token=4, shared_patches=True,
                                        empty_tokens=True, every_patch_reaches=False),
 }

@@ -105,6 +105,14 @@ class Adapter(ABC):
         Families with :attr:`supports_video` also take a batch of :class:`~vsp_assert.engine.video.Video` items
         (one kind per batch: the Scratchpad splits mixed batches)."""
 
+    def batch_group(self, item: Any) -> Any:
+        """Items with equal keys may share one batched forward: by default still images with still images and
+        videos with videos (the tower runs once per kind). A family whose model stacks clips (LLaVA-OneVision)
+        also keys videos by their frame count; the Scratchpad splits a batch by this key."""
+        from vsp_assert.engine.video import is_video
+
+        return is_video(item)
+
     def require_video(self) -> None:
         """Raise a :class:`ModelError` naming the families that take video, unless this one does."""
         if not self.supports_video:

@@ -124,7 +124,7 @@ class Scratchpad:
         if max_new < 1:
             raise InputError("max_new_tokens must be at least 1", field="max_new_tokens", received=max_new)
         pil = [load_media(img) for img in images]  # RGB PIL images, or Videos (engine/video.py)
-        if len(groups := groups_by_kind(pil)) > 1:  # a family's tower runs once per kind: one kind per batch
+        if len(groups := groups_by_kind(pil, self.adapter.batch_group)) > 1:  # one kind (frame count) per batch
             return run_grouped(groups, pil, prompts, lambda m, p: self.run_batch(m, p, max_new_tokens=max_new))
         if is_video(pil[0]):
             self.adapter.require_video()

@@ -201,12 +201,12 @@ def load_media(item: Any, *, source: str | None = None, line: int | None = None,
     return item if isinstance(item, Video) else load_image(item, source=source, line=line, field=field)
 
 
-def groups_by_kind(media: Sequence[Any]) -> list[list[int]]:
-    """Indices of ``media`` grouped into still images and videos (in order of first appearance): families run
-    their vision tower once per kind, so a batch holds one kind."""
-    kinds: dict[bool, list[int]] = {}
+def groups_by_kind(media: Sequence[Any], key: Callable[[Any], Any] = is_video) -> list[list[int]]:
+    """Indices of ``media`` grouped by ``key`` (in order of first appearance); by default into still images and
+    videos, since families run their vision tower once per kind (an adapter's ``batch_group`` may split finer)."""
+    kinds: dict[Any, list[int]] = {}
     for i, item in enumerate(media):
-        kinds.setdefault(is_video(item), []).append(i)
+        kinds.setdefault(key(item), []).append(i)
     return list(kinds.values())
 
 

@@ -13,9 +13,10 @@ lists the families it can build. The builders live in one module per group of re
 (``families_llava``, ``families_qwen``, ``families_qwen3``, ``families_gemma``, ``families_idefics``,
 ``families_internvl``, ``families_mistral3``, ``families_glm4v``) and are re-exported here.
 
-One deviation from a hub checkpoint: Qwen2-VL's, Qwen2.5-VL's and LLaVA-OneVision's processors require a video
-processor, which needs torchvision; ``_ImageOnlyQwenProcessor`` / ``_ImageOnlyOnevisionProcessor`` are the real
-processor classes with the video slot left empty (their ``__call__`` — the image code path — is unchanged).
+One deviation from a hub checkpoint: the Qwen-VL, LLaVA-OneVision and LLaVA-NeXT-Video processors require a video
+processor, which needs torchvision; the real processor classes are built with the video slot left empty (their
+``__call__`` is unchanged; :func:`vsp_assert.plugins._qwen_video.image_only` for Qwen-VL), and the adapters put the
+torchvision-free video processors of ``plugins/_qwen_video.py`` / ``plugins/_llava_video.py`` there.
 SmolVLM's processor also insists on ``num2words`` (it spells video frame counts) and takes a video processor that
 ProcessorMixin's class check only accepts with torchvision: ``_ImageOnlySmolVLMProcessor`` skips the first and holds
 a real ``SmolVLMVideoProcessor`` (whose ``num_frames`` / ``fps`` its ``apply_chat_template`` reads) outside the check.
@@ -34,20 +35,20 @@ from vsp_assert.testing.families_gemma import tiny_gemma3, tiny_paligemma
 from vsp_assert.testing.families_glm4v import tiny_glm4v, tiny_glm4v_moe
 from vsp_assert.testing.families_idefics import tiny_idefics3, tiny_smolvlm
 from vsp_assert.testing.families_internvl import tiny_aya_vision, tiny_internvl
-from vsp_assert.testing.families_llava import tiny_llava_next, tiny_llava_onevision
+from vsp_assert.testing.families_llava import tiny_llava_next, tiny_llava_next_video, tiny_llava_onevision
 from vsp_assert.testing.families_mistral3 import tiny_mistral3
 from vsp_assert.testing.families_qwen import tiny_qwen2_5_vl, tiny_qwen2_vl
 from vsp_assert.testing.families_qwen3 import tiny_qwen3_vl, tiny_qwen3_vl_moe
 
 FAMILIES: tuple[str, ...] = (
     "llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "paligemma", "idefics3", "smolvlm", "gemma3", "llava_onevision",
-    "qwen3_vl", "qwen3_vl_moe", "internvl", "aya_vision", "mistral3", "glm4v", "glm4v_moe",
+    "qwen3_vl", "qwen3_vl_moe", "internvl", "aya_vision", "mistral3", "glm4v", "glm4v_moe", "llava_next_video",
 )
 
 __all__ = [
     "BUILDERS", "FAMILIES", "tiny_aya_vision", "tiny_gemma3", "tiny_glm4v", "tiny_glm4v_moe", "tiny_idefics3",
-    "tiny_internvl", "tiny_llava_next", "tiny_llava_onevision", "tiny_mistral3", "tiny_model", "tiny_paligemma",
-    "tiny_qwen2_5_vl", "tiny_qwen2_vl", "tiny_qwen3_vl", "tiny_qwen3_vl_moe", "tiny_smolvlm",
+    "tiny_internvl", "tiny_llava_next", "tiny_llava_next_video", "tiny_llava_onevision", "tiny_mistral3", "tiny_model",
+    "tiny_paligemma", "tiny_qwen2_5_vl", "tiny_qwen2_vl", "tiny_qwen3_vl", "tiny_qwen3_vl_moe", "tiny_smolvlm",
 ]
 
 
@@ -74,6 +75,7 @@ BUILDERS: dict[str, Callable[..., LoadedModel]] = {
     "mistral3": tiny_mistral3,
     "glm4v": tiny_glm4v,
     "glm4v_moe": tiny_glm4v_moe,
+    "llava_next_video": tiny_llava_next_video,
 }
 
 
