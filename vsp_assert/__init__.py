@@ -6,7 +6,9 @@ import torch or transformers):
 - :func:`load_model` — a VLM and the adapter of its family (``"shapes"`` for the shipped shapes-world model);
 - :func:`load_sae` — an SAE in the SAELens folder format (``"shapes"`` for the shipped one);
 - :class:`Scratchpad` — runs (image, prompt), returns a :class:`Trace` (answer, latents per patch, attention per
-  output token, attention-weighted concept scores) with the fluent ``assert_*`` checks, and runs interventions.
+  output token, attention-weighted concept scores) with the fluent ``assert_*`` checks, and runs interventions;
+- :func:`load_video` — a clip (:class:`Video`) from frames or a file, which ``Scratchpad.run`` takes in place of an
+  image for families that take video.
 
 The package follows the flow case → adapter → trace → analysis → checks → report: ``engine/`` (models, adapters,
 SAE, tracing, interventions, analysis), ``checks/`` (case schema, assertions, baselines), ``render/`` (terminal
@@ -28,6 +30,8 @@ _LAZY = {
     "ConceptLabels": ("vsp_assert.engine.labels", "ConceptLabels"),
     "Scratchpad": ("vsp_assert.checks.fluent", "Scratchpad"),
     "Trace": ("vsp_assert.engine.trace", "Trace"),
+    "Video": ("vsp_assert.engine.video", "Video"),
+    "load_video": ("vsp_assert.engine.video", "load_video"),
     "CheckedTrace": ("vsp_assert.checks.fluent", "CheckedTrace"),
     "Intervention": ("vsp_assert.engine.interventions", "Intervention"),
     "InterventionResult": ("vsp_assert.engine.interventions", "InterventionResult"),
@@ -52,6 +56,7 @@ if TYPE_CHECKING:
     from vsp_assert.engine.models import LoadedModel, load_model
     from vsp_assert.engine.sae import SAE, load_sae, save_sae
     from vsp_assert.engine.trace import Trace
+    from vsp_assert.engine.video import Video, load_video
     from vsp_assert.errors import CaseError, InputError, ModelError, SAEError, VspError
 
 
