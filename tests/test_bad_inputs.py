@@ -191,6 +191,7 @@ ENTRIES: list[Entry] = [
     E("case-video-empty", case("video_empty.yaml"), CaseError),
     E("case-video-missing-frame", case("video_missing_frame.yaml"), CaseError),
     E("case-video-mapping", case("video_mapping.yaml"), CaseError),
+    E("case-video-and-each", case("video_and_each.yaml"), CaseError),
     E("case-video-container-no-decoder", case_beside("video_container.yaml", {"clip.mp4": "images/gray.png"}),
       CaseError),
     # ------------------------------------------------------------------ images

@@ -1,4 +1,5 @@
-"""Video frames as views, on tiny random-weight Qwen2-VL, Qwen2.5-VL and Qwen3-VL (the real classes and processors).
+"""Video frames as views, on tiny random-weight Qwen2-VL, Qwen2.5-VL, Qwen3-VL and Qwen3-VL-MoE (the real classes and
+processors).
 
 A video goes through the family's own video path (``pixel_values_videos``, ``video_grid_thw``, video placeholder
 tokens); its patches are (time slice, row, col), each slice named by the frames it covers. The adapter contract must
@@ -17,7 +18,7 @@ from vsp_assert.engine.video import Video, frame_labels, load_video
 from vsp_assert.testing.contract import CHECK_NAMES, AdapterContract, MapExpectations
 from vsp_assert.testing.families import tiny_model
 
-QWEN = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+QWEN = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
 PROMPT = "what moves ?"
 
 

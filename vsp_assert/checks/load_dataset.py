@@ -85,9 +85,10 @@ def split_dataset(raw: Any, ctx: Ctx, base: Path, root: Path | None,
     if not isinstance(raw, Mapping) or not _has_extra(raw):
         return raw, None
     each = "each" in raw
-    if each and "image" in raw:
-        raise ctx.at("image", raw).error("a dataset case reads its images from each:, not image",
-                                         received="image and each", fix="remove image")
+    for key in ("image", "video"):  # each: rows are still images (datasets of videos are not read)
+        if each and key in raw:
+            raise ctx.at(key, raw).error(f"a dataset case reads its images from each:, not {key}",
+                                         received=f"{key} and each", fix=f"remove {key}")
     pending = Pending([], "", templated=each)
     if each:
         (pending.rows, pending.source, pending.missing, pending.max_missing,
