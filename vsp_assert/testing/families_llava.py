@@ -4,9 +4,9 @@ NeXT-Video and OneVision also take video, every frame pooled 2×2).
 
 Part of :mod:`vsp_assert.testing.families` (which lists and builds every family); the shared sizes and template
 are in :mod:`vsp_assert.testing._tiny`. The OneVision and NeXT-Video processors require a torchvision-only video
-processor: ``_ImageOnlyOnevisionProcessor`` / ``_ImageOnlyNextVideoProcessor`` are the real classes built without
-it (their ``__call__`` unchanged), and the slot is then filled with the torchvision-free stand-in
-:class:`~vsp_assert.plugins._llava_video.FrameVideoProcessor` (which the adapter would also install).
+processor: ``_image_only`` builds the real classes without it (their ``__call__`` unchanged), and the slot is then
+filled with the torchvision-free stand-in :class:`~vsp_assert.plugins._llava_video.FrameVideoProcessor` (which the
+adapter would also install).
 """
 
 from __future__ import annotations
@@ -51,24 +51,24 @@ def tiny_llava_next(*, seed: int = 0, image_size: int = 16, patch_size: int = 4,
     return _finish(model, processor, tok, "tiny-llava-next")
 
 
-def _image_only_next_video_processor(base: type) -> type:
-    """``LlavaNextVideoProcessor`` built without its torchvision-only video processor (``__call__`` unchanged)."""
+def _image_only(base: type) -> type:
+    """``base`` (``LlavaNextVideoProcessor``, ``LlavaOnevisionProcessor``) built without its torchvision-only video
+    processor: the keyword arguments become its attributes, as its own ``__init__`` sets them (``__call__``
+    unchanged)."""
     from transformers.processing_utils import ProcessorMixin
 
-    class _ImageOnlyNextVideoProcessor(base):  # type: ignore[misc, valid-type]
-        def __init__(self, image_processor: Any = None, tokenizer: Any = None, *, patch_size: int,
-                     vision_feature_select_strategy: str, num_additional_image_tokens: int,
-                     chat_template: str | None = None) -> None:
-            self.patch_size = patch_size
-            self.num_additional_image_tokens = num_additional_image_tokens
-            self.vision_feature_select_strategy = vision_feature_select_strategy
+    class ImageOnly(base):  # type: ignore[misc, valid-type]
+        def __init__(self, image_processor: Any = None, tokenizer: Any = None, *, chat_template: str | None = None,
+                     **attributes: Any) -> None:
+            for name, value in attributes.items():
+                setattr(self, name, value)
             self.image_token, self.image_token_id = tokenizer.image_token, tokenizer.image_token_id
             self.video_token, self.video_token_id = tokenizer.video_token, tokenizer.video_token_id
             self.video_processor = None
             ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
 
-    _ImageOnlyNextVideoProcessor.__name__ = base.__name__
-    return _ImageOnlyNextVideoProcessor
+    ImageOnly.__name__ = ImageOnly.__qualname__ = base.__name__
+    return ImageOnly
 
 
 def tiny_llava_next_video(*, seed: int = 0, image_size: int = 16, patch_size: int = 4,
@@ -96,7 +96,7 @@ def tiny_llava_next_video(*, seed: int = 0, image_size: int = 16, patch_size: in
         size={"shortest_edge": s}, crop_size={"height": s, "width": s}, image_grid_pinpoints=grid,
         do_center_crop=True, do_pad=True,
     )
-    processor = _image_only_next_video_processor(LlavaNextVideoProcessor)(
+    processor = _image_only(LlavaNextVideoProcessor)(
         image_processor=image_processor, tokenizer=tok, patch_size=patch_size,
         vision_feature_select_strategy="default", num_additional_image_tokens=1,
         chat_template=_chat_template("<image>\n", "<video>\n"),
@@ -105,27 +105,6 @@ def tiny_llava_next_video(*, seed: int = 0, image_size: int = 16, patch_size: in
 
     _llava_video.install(processor, "llava_next_video")
     return _finish(model, processor, tok, "tiny-llava-next-video")
-
-
-
-def _image_only_onevision_processor(base: type) -> type:
-    """``LlavaOnevisionProcessor`` without its torchvision-only video processor (image path unchanged)."""
-    from transformers.processing_utils import ProcessorMixin
-
-    class _ImageOnlyOnevisionProcessor(base):  # type: ignore[misc, valid-type]
-        def __init__(self, image_processor: Any = None, tokenizer: Any = None, *, num_image_tokens: int,
-                     vision_feature_select_strategy: str, vision_aspect_ratio: str,
-                     chat_template: str | None = None) -> None:
-            self.num_image_tokens = num_image_tokens
-            self.vision_feature_select_strategy = vision_feature_select_strategy
-            self.vision_aspect_ratio = vision_aspect_ratio
-            self.image_token, self.image_token_id = tokenizer.image_token, tokenizer.image_token_id
-            self.video_token, self.video_token_id = tokenizer.video_token, tokenizer.video_token_id
-            self.video_processor = None
-            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
-
-    _ImageOnlyOnevisionProcessor.__name__ = base.__name__
-    return _ImageOnlyOnevisionProcessor
 
 
 def tiny_llava_onevision(*, seed: int = 0, image_size: int = 16, patch_size: int = 4, max_views: int = 2,
@@ -149,7 +128,7 @@ def tiny_llava_onevision(*, seed: int = 0, image_size: int = 16, patch_size: int
     tok = word_tokenizer(extra_specials={"video_token": "<video>"})
     image_processor = LlavaOnevisionImageProcessorPil(size={"height": s, "width": s}, image_grid_pinpoints=grid,
                                                       do_pad=True)
-    processor = _image_only_onevision_processor(LlavaOnevisionProcessor)(
+    processor = _image_only(LlavaOnevisionProcessor)(
         image_processor=image_processor, tokenizer=tok, num_image_tokens=(s // patch_size) ** 2,
         vision_feature_select_strategy="full", vision_aspect_ratio=aspect,
         chat_template=_chat_template("<image>\n", "<video>\n"),
