@@ -13,9 +13,10 @@ give the grid) and raise a ``ModelError`` naming the family without it.
 (``pixel_values_videos``, ``video_grid_thw`` rows ``(t, h, w)``, ``<|video_pad|>`` tokens); the tower packs
 ``temporal_patch_size`` (2) consecutive frames into one patch, so a clip of ``F`` frames has ``t = ⌈F/2⌉`` time
 slices of ``h × w`` patches, and a patch is (slice, row, col): the map's views are the slices and
-``PatchMap.frames`` names the frames each covers. Without torchvision the processor has no video processor and
-:class:`~vsp_assert.plugins._qwen_video.FrameVideoProcessor` computes the same inputs. A batch holds images or
-videos, never both (the Scratchpad splits mixed batches): the model runs its tower once per kind.
+``PatchMap.frames_per_view`` is 2 (``Trace.frames`` then names the frames each slice covers). Without torchvision
+the processor has no video processor and :class:`~vsp_assert.plugins._qwen_video.FrameVideoProcessor` computes the
+same inputs. A batch holds images or videos, never both (the Scratchpad splits mixed batches): the model runs its
+tower once per kind.
 
 M-RoPE position ids are computed by the model itself from ``input_ids`` and ``image_grid_thw`` (also during
 ``generate``); ``mm_token_type_ids`` is a per-token input and grows by zeros when an answer is appended.
@@ -90,7 +91,7 @@ class Qwen2VLAdapter(LlavaAdapter):
     def _grids(self, inputs: dict[str, torch.Tensor] | None, n_rows: int, batch: int) -> list[tuple[int, int, int]]:
         key = _KIND[_kind(inputs)][1]
         if inputs is None or key not in inputs:
-            raise ModelError(f"{self.family}: the packed vision sequence needs the forward's image_grid_thw",
+            raise ModelError(f"{self.family}: the packed vision sequence needs the forward's {key}",
                              fix="pass the model inputs to patches_of / with_patches / make_edit")
         grids = [tuple(int(x) for x in row) for row in inputs[key]]
         if len(grids) != batch or sum(t * h * w for t, h, w in grids) != n_rows:

@@ -70,6 +70,7 @@ def test_time_slices_are_named_by_the_frames_they_hold() -> None:
     assert frame_labels(2, 2, 3) == ("frames 1–2", "frame 3")  # the padded last slice holds one real frame
     assert frame_labels(2, 2, 4) == ("frames 1–2", "frames 3–4")
     assert frame_labels(3, 1, 3) == ("frame 1", "frame 2", "frame 3")
+    assert frame_labels(2, 0, 4) == ("frames 1–2", "frames 3–4")  # an adapter that does not say: the even split
 
 
 def test_a_video_trace_lays_its_patches_out_by_slice_row_and_col() -> None:

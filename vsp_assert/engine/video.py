@@ -63,7 +63,10 @@ def is_video(item: Any) -> bool:
 
 def frame_labels(n_slices: int, frames_per_slice: int, n_frames: int) -> tuple[str, ...]:
     """Names of ``n_slices`` time slices of ``frames_per_slice`` frames each, over a clip of ``n_frames`` (1-based;
-    a last slice padded by repeating the last frame names only the frames it really holds)."""
+    a last slice padded by repeating the last frame names only the frames it really holds). An adapter that does
+    not say (``frames_per_slice`` 0) gets the even split ``⌈n_frames / n_slices⌉``."""
+    if frames_per_slice < 1:
+        frames_per_slice = max(1, -(-n_frames // max(1, n_slices)))
     out = []
     for s in range(n_slices):
         first = s * frames_per_slice + 1

@@ -50,9 +50,3 @@ def panels(trace: Trace, limit: int = MAX_PANELS) -> tuple[list[Panel], int]:
         shown.append(Panel(label, frame, s * size, (s + 1) * size))
     return shown, max(0, len(trace.frames) - limit)
 
-
-def first_picture(trace: Trace) -> Any:
-    """The picture that stands for the case: the image, or a video's first frame (None without one)."""
-    if trace.image is None:
-        return None
-    return trace.image.frames[0] if trace.frames else trace.image
