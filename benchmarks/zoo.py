@@ -13,6 +13,9 @@ controls:
 - ``attributed``, ``attributed[ig8]``, ``attributed[contrast]``: the concept is in the token's top 5 by
   attribution — gradient × activation, integrated gradients with 8 steps, and gradient × activation contrasted with
   the other answer (a trigger: its true answer, as a case's ``correct:`` gives it; a control: the shortcut's answer);
+- ``attributed[contrast+ablation]``: as ``attributed[contrast]``, and ablating the concept's latents on the image
+  lowers the answer's probability by more than :data:`CONFIRM_DROP` (the first-order ranking checked by one
+  intervention);
 - ``causal``: ablating the concept's latents restores the true answer; ``causal[random]``: random sets of as many
   latents firing on the image (three per probe) do;
 - ``sufficient``: the sufficient-set search finds a set holding a latent of the concept, on the triggers where
@@ -40,9 +43,12 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = ROOT / "benchmarks" / ".zoo-cache"
 EVAL_SEED = 7
 TOP = 5
+#: ``attributed[contrast+ablation]``: the drop in the answer's probability that confirms an attributed concept
+CONFIRM_DROP = 0.05
 
 DIAGNOSES = ("attended[mass]", "attended[layer]", "attended[last]", "attributed", "attributed[ig8]",
-             "attributed[contrast]", "causal", "causal[random]", "sufficient", "sufficient[clusters]", "compare")
+             "attributed[contrast]", "attributed[contrast+ablation]", "causal", "causal[random]", "sufficient",
+             "sufficient[clusters]", "compare")
 
 
 def model_for(name: str, cache: Path, *, steps: int | None = None, seed: int = 0, log: Any = print) -> Path:
@@ -103,8 +109,12 @@ def measure(name: str, folder: Path, *, n: int, seed: int = EVAL_SEED, base: Any
             got.setdefault("attributed[ig8]", []).append(_in_top(ig[0], concept, trace.hidden))
             other = truth if kind == "trigger" else shortcut.answer
             if other != trace.answer:
-                got.setdefault("attributed[contrast]", []).append(
-                    _in_top(trace.attribution_for(other)[0], concept, trace.hidden))
+                named = _in_top(trace.attribution_for(other)[0], concept, trace.hidden)
+                got.setdefault("attributed[contrast]", []).append(named)
+                present = [i for i in concept if float(trace.image_scores[i]) > 0]
+                confirmed = named and bool(present) and \
+                    pad.intervene(trace, [Intervention.ablate(*present)])[0].drop > CONFIRM_DROP
+                got.setdefault("attributed[contrast+ablation]", []).append(confirmed)
             if kind == "control":
                 continue
             firing = [int(i) for i in (trace.image_scores > 0).nonzero().flatten()]
