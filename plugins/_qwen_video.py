@@ -6,7 +6,8 @@ built or loaded without it has no ``video_processor``, and :class:`FrameVideoPro
 what ``Qwen2VLVideoProcessor._preprocess`` computes, on PIL frames with numpy:
 
 1. every frame resized (Pillow bicubic, as the image processor) to ``smart_resize(h, w, patch·merge, min_pixels,
-   max_pixels)`` — the settings of the processor's own image processor;
+   max_pixels)`` — the pixel bounds of the checkpoint's ``video_preprocessor_config.json`` when it has one (Qwen2-VL
+   gives a frame fewer pixels than an image), else those of the processor's own image processor;
 2. rescaled by 1/255 and normalised by the image processor's mean and std;
 3. the clip padded to a multiple of ``temporal_patch_size`` by repeating its last frame, then cut into
    ``(grid_t, temporal, C, grid_h/m, m, P, grid_w/m, m, P)`` and flattened to ``[grid_t·grid_h·grid_w,
@@ -46,16 +47,25 @@ class FrameVideoProcessor:
 
     model_input_names = ["pixel_values_videos", "video_grid_thw"]
 
-    def __init__(self, image_processor: Any) -> None:
-        self.patch_size = int(image_processor.patch_size)
-        self.merge_size = int(image_processor.merge_size)
-        self.temporal_patch_size = int(image_processor.temporal_patch_size)
-        size = image_processor.size
-        self.min_pixels = int(size["shortest_edge"] if "shortest_edge" in size else size.shortest_edge)
-        self.max_pixels = int(size["longest_edge"] if "longest_edge" in size else size.longest_edge)
-        self.image_mean = np.asarray(image_processor.image_mean, dtype=np.float32)[:, None, None]  # [C, 1, 1]
-        self.image_std = np.asarray(image_processor.image_std, dtype=np.float32)[:, None, None]
-        self.rescale_factor = float(image_processor.rescale_factor)
+    def __init__(self, image_processor: Any, video_config: dict[str, Any] | None = None) -> None:
+        """Settings from ``image_processor``, overridden by a checkpoint's ``video_preprocessor_config.json``
+        (``video_config``) where it has its own: Qwen2-VL's bounds each frame at fewer pixels than each image."""
+        video = dict(video_config or {})
+        size = dict(video.get("size") or {})
+        if not size:
+            image_size = image_processor.size
+            size = {k: image_size[k] if k in image_size else getattr(image_size, k)
+                    for k in ("shortest_edge", "longest_edge")}
+        self.min_pixels = int(video.get("min_pixels") or size["shortest_edge"])
+        self.max_pixels = int(video.get("max_pixels") or size["longest_edge"])
+        setting = {name: video.get(name, getattr(image_processor, name)) for name in
+                   ("patch_size", "merge_size", "temporal_patch_size", "image_mean", "image_std", "rescale_factor")}
+        self.patch_size = int(setting["patch_size"])
+        self.merge_size = int(setting["merge_size"])
+        self.temporal_patch_size = int(setting["temporal_patch_size"])
+        self.image_mean = np.asarray(setting["image_mean"], dtype=np.float32)[:, None, None]  # [C, 1, 1]
+        self.image_std = np.asarray(setting["image_std"], dtype=np.float32)[:, None, None]
+        self.rescale_factor = float(setting["rescale_factor"])
 
     def __call__(self, videos: Any = None, video_metadata: Sequence[Any] | None = None, **kwargs: Any) -> Any:
         """``videos``: one clip or a list of clips, each a list of RGB PIL frames; ``video_metadata``: one
@@ -126,11 +136,22 @@ def metadata(video: Any) -> Any:
     return _metadata(len(video.frames), video.fps or DEFAULT_FPS, video.size)
 
 
-def install(processor: Any) -> None:
+def install(processor: Any, video_config: dict[str, Any] | None = None) -> None:
     """Put a :class:`FrameVideoProcessor` in ``processor``'s empty ``video_processor`` slot (left alone when the
     real, torchvision-based one is there)."""
     if getattr(processor, "video_processor", None) is None and getattr(processor, "image_processor", None):
-        processor.video_processor = FrameVideoProcessor(processor.image_processor)
+        processor.video_processor = FrameVideoProcessor(processor.image_processor, video_config)
+
+
+def video_config(name_or_path: str) -> dict[str, Any] | None:
+    """The checkpoint's ``video_preprocessor_config.json``, or None when it has none."""
+    import json
+    from pathlib import Path
+
+    from transformers.utils import cached_file
+
+    path = cached_file(name_or_path, "video_preprocessor_config.json", _raise_exceptions_for_missing_entries=False)
+    return json.loads(Path(path).read_text(encoding="utf-8")) if path else None
 
 
 #: the special tokens a Qwen-VL processor reads off its tokenizer, and the names Qwen's vocabularies give them
@@ -177,5 +198,5 @@ def load_processor(name_or_path: str, *, trust_remote_code: bool = False) -> Any
     image_processor = AutoImageProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     processor = image_only(base)(image_processor=image_processor, tokenizer=tokenizer,
                                  chat_template=getattr(tokenizer, "chat_template", None))
-    install(processor)
+    install(processor, video_config(name_or_path))
     return processor

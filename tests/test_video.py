@@ -268,3 +268,25 @@ cases:
     result = pytester.runpytest("-p", "no:cacheprovider", "--color=no")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*frames 1–2*", "*frame 3*"])
+
+
+def test_a_checkpoints_video_settings_bound_its_frames(saved_qwen, tmp_path) -> None:
+    """Without torchvision the loader still reads the checkpoint's video_preprocessor_config.json: Qwen2-VL bounds a
+    frame at fewer pixels than an image, so the clip's grid follows the video bounds, not the image ones."""
+    import json
+    import shutil
+
+    from vsp_assert import load_model
+
+    folder = tmp_path / "model"
+    shutil.copytree(saved_qwen / "model", folder)
+    image_pixels = load_model(folder).processor.video_processor.max_pixels
+    (folder / "video_preprocessor_config.json").write_text(json.dumps(
+        {"video_processor_type": "Qwen2VLVideoProcessor", "size": {"shortest_edge": 256, "longest_edge": 256}}))
+    processor = load_model(folder).processor
+    assert (processor.video_processor.min_pixels, processor.video_processor.max_pixels) == (256, 256) != \
+        (256, image_pixels)
+    frame = frames(1, 64, 64, seed=3)[0]
+    video_grid = processor.video_processor(videos=[[frame, frame]])["video_grid_thw"][0].tolist()
+    image_grid = processor.image_processor(images=[frame], return_tensors="pt")["image_grid_thw"][0].tolist()
+    assert video_grid == [1, 4, 4] and image_grid[1] * image_grid[2] > 16
