@@ -214,3 +214,114 @@ def test_a_failing_case_with_a_known_right_answer_shows_what_made_the_model_say_
     if contrast == "square":  # the stripes latents carry "triangle" rather than the square that is there
         tops = [shapes_pad.sae.labels.name_of(i) for i, _ in result.trace.top_attributed(0, 2, contrast=contrast)]
         assert tops == ["stripes", "stripes"]
+
+
+# ---------------------------------------------------------------------- confirm: the ranking checked by ablation
+# On the shipped model this scene's answer ("triangle", from the stripes) ranks the triangle concept (the green
+# triangle beside the red square) among the top-5 attributed latents, yet ablating it *raises* the answer's log-odds:
+# the first-order ranking names a concept that works against the answer, and only the ablation says so.
+DECOY = ("{background: stripes, shapes: [{shape: square, color: red, x: 16, y: 48, size: 20}, "
+         "{shape: triangle, color: green, x: 48, y: 32, size: 14}]}")
+
+
+def _decoy_case(tmp_path, item: str):
+    return parse_case_file(_file(tmp_path, f"""
+        cases:
+          - id: decoy
+            image: {{scene: {DECOY}}}
+            prompt: What shape is the red object?
+            expect:
+              attributed: [{item}]
+        """)).cases[0]
+
+
+@pytest.mark.parametrize(("confirm", "value"), [("true", 0.0), ("0.25", 0.25), ("false", None), ("0", 0.0)])
+def test_confirm_parses_to_the_drop_the_ablation_must_exceed(tmp_path, confirm, value):
+    case = _decoy_case(tmp_path, f"{{token: 0, concepts: [stripes], confirm: {confirm}}}")
+    assert case.expect.attributed[0].confirm == value
+
+
+@pytest.mark.parametrize(("confirm", "message"), [
+    ("'yes'", "confirm must be true, false or a drop in nats"),
+    ("-0.5", "confirm out of range"),
+    (".nan", "confirm must be finite"),
+])
+def test_a_bad_confirm_is_one_error_naming_file_line_and_field(tmp_path, confirm, message):
+    with pytest.raises(CaseError) as err:
+        _decoy_case(tmp_path, f"{{token: 0, concepts: [stripes], confirm: {confirm}}}")
+    text = str(err.value)
+    assert message in text and "cases.yaml:7:" in text and "expect.attributed[0].confirm" in text
+
+
+def test_attended_items_do_not_take_confirm(tmp_path):
+    with pytest.raises(CaseError, match="unknown key"):
+        parse_case_file(_file(tmp_path, f"""
+            cases:
+              - id: stripes
+                image: {{scene: {STRIPES}}}
+                prompt: What shape is the red object?
+                expect:
+                  attended: [{{token: 0, concepts: [stripes], confirm: true}}]
+            """))
+
+
+def test_confirm_clears_a_concept_the_ranking_names_but_the_ablation_refutes(shapes_pad, tmp_path):
+    from vsp_assert.checks.assertions import run_case
+
+    plain = run_case(shapes_pad, _decoy_case(tmp_path, "{token: 0, absent: [triangle]}"))
+    assert plain.trace.answer == "triangle" and not plain.passed  # first order: triangle is among the top 5
+    shapes_pad.stats.clear()
+    checked = run_case(shapes_pad, _decoy_case(tmp_path, "{token: 0, absent: [triangle], confirm: true}"))
+    (record,) = checked.records
+    assert record.passed, record.measured
+    assert "ablating triangle raises the objective by" in record.measured and "not confirmed" in record.measured
+    assert "confirmed by ablation" in record.description
+    assert shapes_pad.stats["intervention_forward"] == 1  # one batched forward for the item
+
+
+def test_confirm_keeps_a_concept_whose_ablation_lowers_the_answer(shapes_pad, tmp_path):
+    from vsp_assert.checks.assertions import run_case
+
+    result = run_case(shapes_pad, _case(tmp_path, "[{token: 0, concepts: [stripes], confirm: true}]"))
+    (stripes,) = [r for r in result.records if r.kind == "attributed"]  # contrastive against 'square' (correct:)
+    assert stripes.passed and "ablating stripes lowers the objective by" in stripes.measured, stripes.measured
+    decoy = run_case(shapes_pad, _decoy_case(tmp_path, "{token: 0, concepts: [triangle], confirm: true}"))
+    assert not decoy.passed and "(not confirmed)" in decoy.records[0].measured
+    strict = run_case(shapes_pad, _case(tmp_path, "[{token: 0, concepts: [stripes], confirm: 1000}]"))
+    assert not strict.passed and "by > 1000" in strict.records[-1].expected
+
+
+def test_the_confirming_drop_is_the_ablated_answers_change_in_log_odds(shapes_pad, tmp_path):
+    """Re-derived from the intervention's own per-token probabilities: the drop in log p − log(1 − p)."""
+    import math
+    import re
+
+    from vsp_assert import Intervention
+    from vsp_assert.checks.assertions import run_case
+
+    for concept in ("green", "triangle"):  # one lowers the answer's log-odds, the other raises them
+        result = run_case(shapes_pad, _decoy_case(tmp_path, f"{{token: 0, concepts: [{concept}], confirm: true}}"))
+        side, size = re.search(r"(lowers|raises) the objective by ([0-9.]+)", result.records[0].measured).groups()
+        drop = float(size) if side == "lowers" else -float(size)
+        trace = result.trace
+        (ablated,) = shapes_pad.intervene(trace, [Intervention.ablate(concept)])
+        p0, p1 = float(trace.token_probs[0]), ablated.token_p_after[0]
+        want = (math.log(p0) - math.log1p(-p0)) - (math.log(p1) - math.log1p(-p1))
+        assert drop == pytest.approx(want, abs=2e-3), concept
+        assert (drop > 0) == (concept == "green")
+
+
+def test_python_confirm_matches_yaml_and_refuses_a_negative_drop(shapes_pad):
+    from vsp_assert.checks.assertions import ConceptAssertionError
+    from vsp_assert.errors import InputError
+    from vsp_assert.shapes import Scene
+
+    image = Scene.from_dict({"background": "stripes", "shapes": [
+        {"shape": "square", "color": "red", "x": 16, "y": 48, "size": 20},
+        {"shape": "triangle", "color": "green", "x": 48, "y": 32, "size": 14}]}).render()
+    trace = shapes_pad.run(image, "What shape is the red object?")
+    trace.assert_attributed(0, "green", absent=["triangle", "square"], confirm=True)
+    with pytest.raises(ConceptAssertionError, match="triangle"):
+        trace.assert_attributed(0, absent=["triangle"])
+    with pytest.raises(InputError, match="confirm"):
+        trace.assert_attributed(0, "square", confirm=-1.0)

@@ -174,6 +174,7 @@ ENTRIES: list[Entry] = [
     E("case-duplicate-id", case("duplicate_id.yaml"), CaseError),
     E("case-bad-id", case("bad_id.yaml"), CaseError),
     E("case-min-drop-out-of-range", case("min_drop_out_of_range.yaml"), CaseError),
+    E("case-confirm-not-a-drop", case("confirm_not_a_drop.yaml"), CaseError),
     E("case-nan-threshold", case("nan_threshold.yaml"), CaseError),
     E("case-huge-integer", case("huge_integer.yaml"), CaseError),
     E("case-negative-latent", case("negative_latent.yaml"), CaseError),

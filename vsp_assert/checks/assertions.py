@@ -20,12 +20,23 @@ with runs of whitespace collapsed.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from vsp_assert.checks.schema import AnswerSpec, AttendedSpec, CapturedSpec, Case, CausalSpec, Where
+from vsp_assert.checks.ranked import check_attended, check_attributed
+from vsp_assert.checks.records import (
+    AssertionRecord,
+    BadReference,
+    ConceptAssertionError,
+    _failed,
+    _ids,
+    _name,
+    located,
+    same_answer,
+)
+from vsp_assert.checks.schema import AnswerSpec, CapturedSpec, Case, CausalSpec
 from vsp_assert.engine.trace import normalise_answer
 from vsp_assert.errors import InputError, VspError
 
@@ -34,95 +45,9 @@ if TYPE_CHECKING:
     from vsp_assert.engine.scratchpad import Scratchpad
     from vsp_assert.engine.trace import Trace
 
-
-@dataclass
-class AssertionRecord:
-    """One checked expectation (expected vs measured) and the latents / tokens it concerns."""
-
-    kind: str  # answer | captured | attended | attributed | causal | sufficient | drift
-    description: str
-    expected: str
-    measured: str
-    passed: bool
-    latents: list[int] = field(default_factory=list)
-    tokens: list[int] = field(default_factory=list)
-    concept: str | None = None
-    intervention: InterventionResult | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {
-            "kind": self.kind, "description": self.description, "expected": self.expected,
-            "measured": self.measured, "passed": self.passed, "latents": list(self.latents),
-            "tokens": list(self.tokens),
-        }
-        if self.intervention is not None:
-            out["intervention"] = self.intervention.to_dict()
-        return out
-
-
-class ConceptAssertionError(AssertionError):
-    """A concept assertion failed; carries the failing record, the trace and every record checked on it."""
-
-    def __init__(self, record: AssertionRecord, trace: Trace, records: Sequence[AssertionRecord] = ()) -> None:
-        self.record = record
-        self.trace = trace
-        self.records = list(records) or [record]
-        super().__init__(f"{record.description}: expected {record.expected}, measured {record.measured}")
-
-
-def same_answer(a: str, b: str) -> bool:
-    """Whether two answers count as the same (the one rule for assertions, baselines and compare)."""
-    return normalise_answer(a) == normalise_answer(b)
-
-
-
-
-def _name(trace: Trace, ref: Any) -> str:
-    return trace.display(ref) if isinstance(ref, int) else str(ref)
-
-
-# ---------------------------------------------------------------------- what a spec names, checked at run time
-# A spec from a case file knows its place (``spec.where``): something it names that the run cannot use (an
-# unknown concept, a latent or patch out of range, an output token that is not there) is that check's failure,
-# naming the field and line, and the case's other checks still run. A spec built in Python has no place: the
-# error is raised to its caller, whose own line is the place.
-class BadReference(Exception):
-    """A located spec names something the run cannot use; ``text`` says what, with the closest known names and
-    the spec's field and line. Internal: the checks turn it into a failing record."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        super().__init__(text)
-
-
-def located(exc: VspError, where: Where | None) -> str:
-    """A run-time problem with a spec, as one line: the problem, the hint (closest names) or what is allowed,
-    and where the case file says it (``at cases[0].expect.captured[1], line 7``)."""
-    text = exc.message
-    if exc.fix:
-        text += f" ({exc.fix})"
-    elif exc.allowed:
-        allowed = exc.allowed if len(exc.allowed) <= 160 else exc.allowed[:157] + "…"
-        text += f" (allowed: {allowed})"
-    if where is not None:
-        text += f" at {where.field}" + (f", line {where.line}" if where.line is not None else "")
-    return text
-
-
-def _ids(trace: Trace, ref: Any, where: Where | None, part: str | None = None, index: int | None = None) -> list[int]:
-    """The latent ids of one concept of a spec, or :class:`BadReference` naming the spec's place (the error
-    itself for a spec without one)."""
-    try:
-        return trace.resolve(ref)
-    except VspError as exc:
-        if where is None:
-            raise
-        raise BadReference(located(exc, where.of(part, index))) from None
-
-
-def _failed(kind: str, description: str, expected: str, problem: BadReference, concept: Any = None) -> AssertionRecord:
-    return AssertionRecord(kind, description, expected, problem.text, False,
-                           concept=None if concept is None else str(concept))
+__all__ = ["AssertionRecord", "BadReference", "CaseResult", "ConceptAssertionError", "check_answer",
+           "check_attended", "check_attributed", "check_captured", "check_causal", "check_causal_refs",
+           "check_sufficient", "explain_failure", "located", "run_case", "same_answer"]
 
 
 # ---------------------------------------------------------------------- checks
@@ -186,71 +111,6 @@ def check_captured(trace: Trace, spec: CapturedSpec, min_score: float | None = N
     expected = f"not captured ({rule} fails)" if spec.absent else f"captured ({rule})"
     return AssertionRecord("captured", f"{name} {verb}", expected, f"score {score:.3f}, rank {rank}", ok,
                            latents=ids, concept=name)
-
-
-def check_attended(trace: Trace, spec: AttendedSpec, top_k: int = 5) -> list[AssertionRecord]:
-    """One record per concept of the spec; a concept the SAE does not know fails its own record only."""
-    return _check_ranked(trace, spec, top_k, "attended", trace.scores)
-
-
-def check_attributed(trace: Trace, spec: AttendedSpec, top_k: int = 5,
-                     contrast: str | None = None) -> list[AssertionRecord]:
-    """``attributed``: as :func:`check_attended`, ranked by ``trace.attribution`` (contrastive against
-    ``contrast``, the case's ``answer.correct``, when given)."""
-    try:
-        scores = trace.attribution_for(contrast)
-    except VspError as exc:
-        return [AssertionRecord("attributed", f"token {spec.token!r} uses {[str(c) for c in spec.concepts]}",
-                                "an attribution", f"no attribution: {exc.message}", False)]
-    return _check_ranked(trace, spec, top_k, "attributed", scores)
-
-
-def _check_ranked(trace: Trace, spec: AttendedSpec, top_k: int, kind: str,
-                  scores: torch.Tensor) -> list[AssertionRecord]:
-    """The top-k check of ``attended`` / ``attributed`` on the ranking ``scores [T, d_sae]``."""
-    from vsp_assert.engine.trace import top_k as top_of
-
-    verbs = {"attended": ("attends", "does not attend"), "attributed": ("uses", "does not use")}[kind]
-    k = spec.top_k or top_k
-    wanted = [(c, False, "concepts", j) for j, c in enumerate(spec.concepts)]
-    wanted += [(c, True, "absent", j) for j, c in enumerate(spec.absent)]
-    resolved: list[tuple[Any, bool, list[int] | BadReference]] = []
-    for concept, absent, part, j in wanted:
-        try:
-            resolved.append((concept, absent, _ids(trace, concept, spec.where, part, j)))
-        except BadReference as bad:
-            resolved.append((concept, absent, bad))
-    try:
-        t = trace.token_index(spec.token)
-    except InputError as exc:
-        what = f"token {spec.token!r} {verbs[0]} {[str(c) for c in spec.concepts]}"
-        place = spec.where.of("token") if spec.where is not None else None
-        measured = located(exc, place) if isinstance(spec.token, int) else f"answer tokens {trace.output_tokens!r}"
-        if place is not None and not isinstance(spec.token, int):
-            measured += f" at {place.field}, line {place.line}"
-        known = [i for _, _, ids in resolved if not isinstance(ids, BadReference) for i in ids]
-        return [AssertionRecord(kind, what, f"an output token {spec.token!r}", measured, False,
-                                latents=known)]
-    top = [i for i, _ in top_of(scores[t], k, trace.hidden)]
-    shown = ", ".join(_name(trace, i) for i in top) or "-"
-    token_text = trace.output_tokens[t].strip()
-    records = []
-    for concept, absent, ids in resolved:
-        verb = verbs[1] if absent else verbs[0]
-        if isinstance(ids, BadReference):
-            records.append(_failed(kind, f"token {token_text!r} {verb} {concept}", "a concept the SAE knows",
-                                   ids, concept))
-            continue
-        hit = [i for i in ids if i in top]
-        ok = bool(hit) != absent
-        name = _name(trace, concept)
-        what = f"token {token_text!r} {verb} {name} (top-{k}{' attributed' if kind == 'attributed' else ''})"
-        expected = f"{name} {'outside' if absent else 'in'} top-{k}"
-        score = float(scores[t, ids].sum())
-        measure = "attribution" if kind == "attributed" else "score"
-        records.append(AssertionRecord(kind, what, expected, f"top-{k}: {shown}; {name} {measure} {score:.3f}",
-                                       ok, latents=ids, tokens=[t], concept=name))
-    return records
 
 
 def causal_intervention(spec: CausalSpec) -> Any:
@@ -364,7 +224,7 @@ def run_case(pad: Scratchpad, case: Case, image: Any = None) -> CaseResult:
     for att in exp.attended:
         records.extend(check_attended(trace, att, case.top_k))
     for att in exp.attributed:  # contrastive against the answer the case calls correct, when it names one
-        records.extend(check_attributed(trace, att, case.top_k, exp.answer.correct if exp.answer else None))
+        records.extend(check_attributed(trace, att, case.top_k, exp.answer.correct if exp.answer else None, pad))
     # causal checks: resolved up front, then the usable ones in one batch; records keep the case file's order
     causal: list[AssertionRecord | None] = [
         None if c.sufficient else check_causal_refs(trace, c, pad.sae.labels) for c in exp.causal]

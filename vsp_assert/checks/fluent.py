@@ -124,14 +124,22 @@ class CheckedTrace(Trace):
         return self
 
     def assert_attributed(self, token: str | int, *concepts: Any, top_k: int = 5, absent: Sequence[Any] = (),
-                          correct: str | None = None) -> CheckedTrace:
+                          correct: str | None = None, confirm: bool | float = False) -> CheckedTrace:
         """Assert each concept is among ``token``'s top-k latents by attribution (what the answer *used*;
-        ``absent``: is not); ``correct``: attribute this answer against that one (contrastive)."""
+        ``absent``: is not); ``correct``: attribute this answer against that one (contrastive); ``confirm``:
+        also ablate each named concept in the top-k, which counts as used only when that lowers the token's
+        objective (``True``), or lowers it by more than a number of nats — one batched forward."""
         __tracebackhide__ = True
         if not concepts and not absent:
             raise InputError("assert_attributed needs concepts (or absent=[...])")
-        _report(self, check_attributed(self, AttributedSpec(token, tuple(concepts), tuple(absent), top_k), top_k,
-                                       correct))
+        if isinstance(confirm, bool):
+            threshold = 0.0 if confirm else None
+        elif isinstance(confirm, (int, float)) and confirm >= 0 and confirm == confirm:
+            threshold = float(confirm)
+        else:
+            raise InputError("confirm must be True, False or a drop in nats >= 0", field="confirm", received=confirm)
+        spec = AttributedSpec(token, tuple(concepts), tuple(absent), top_k, confirm=threshold)
+        _report(self, check_attributed(self, spec, top_k, correct, self.scratchpad))
         return self
 
     def assert_causal(self, *, ablate: Sequence[Any] = (), steer: dict[str, Any] | None = None,

@@ -73,7 +73,11 @@ class AttendedSpec:
 @dataclass(frozen=True)
 class AttributedSpec(AttendedSpec):
     """``attributed:`` — the same grammar as ``attended:``, ranked by attribution (gradient × activation through
-    the SAE) instead of attention; contrastive against the case's ``answer.correct`` when it gives one."""
+    the SAE) instead of attention; contrastive against the case's ``answer.correct`` when it gives one.
+    ``confirm``: None, or the drop of the token's objective (nats) that ablating a named concept must exceed for
+    it to count as used (``confirm: true`` is 0: the ablation agrees in sign; :mod:`vsp_assert.checks.ranked`)."""
+
+    confirm: float | None = None
 
 
 @dataclass(frozen=True)
