@@ -13,9 +13,10 @@ controls:
 - ``attributed``, ``attributed[ig8]``, ``attributed[contrast]``: the concept is in the token's top 5 by
   attribution — gradient × activation, integrated gradients with 8 steps, and gradient × activation contrasted with
   the other answer (a trigger: its true answer, as a case's ``correct:`` gives it; a control: the shortcut's answer);
-- ``attributed[contrast+ablation]``: as ``attributed[contrast]``, and ablating the concept's latents on the image
-  lowers the answer's probability by more than :data:`CONFIRM_DROP` (the first-order ranking checked by one
-  intervention);
+- ``attributed[contrast,ig8]``: integrated gradients (8 steps) of that contrast;
+- ``attributed[confirmed]``: an ``attributed`` check with ``confirm: true`` (:mod:`vsp_assert.checks.ranked`), as a
+  case would run it: the concept is in the contrastive top 5 and ablating its latents lowers the same contrastive
+  objective (one batched intervention checking the first-order ranking);
 - ``causal``: ablating the concept's latents restores the true answer; ``causal[random]``: random sets of as many
   latents firing on the image (three per probe) do;
 - ``sufficient``: the sufficient-set search finds a set holding a latent of the concept, on the triggers where
@@ -43,12 +44,10 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = ROOT / "benchmarks" / ".zoo-cache"
 EVAL_SEED = 7
 TOP = 5
-#: ``attributed[contrast+ablation]``: the drop in the answer's probability that confirms an attributed concept
-CONFIRM_DROP = 0.05
 
 DIAGNOSES = ("attended[mass]", "attended[layer]", "attended[last]", "attributed", "attributed[ig8]",
-             "attributed[contrast]", "attributed[contrast+ablation]", "causal", "causal[random]", "sufficient",
-             "sufficient[clusters]", "compare")
+             "attributed[contrast]", "attributed[contrast,ig8]", "attributed[confirmed]", "causal", "causal[random]",
+             "sufficient", "sufficient[clusters]", "compare")
 
 
 def model_for(name: str, cache: Path, *, steps: int | None = None, seed: int = 0, log: Any = print) -> Path:
@@ -74,6 +73,8 @@ def _in_top(row: Any, ids: set[int], hidden: frozenset[int]) -> bool:
 def measure(name: str, folder: Path, *, n: int, seed: int = EVAL_SEED, base: Any = None) -> dict[str, Any]:
     """Every diagnosis's rates for one mechanism (see the module docstring)."""
     from vsp_assert import Intervention, Scratchpad, load_model, load_sae
+    from vsp_assert.checks.ranked import check_attributed
+    from vsp_assert.checks.schema import AttributedSpec
     from vsp_assert.engine.analysis import find_sufficient_set
     from vsp_assert.engine.attribution import attribute
     from vsp_assert.engine.flip import explain_flip
@@ -111,10 +112,11 @@ def measure(name: str, folder: Path, *, n: int, seed: int = EVAL_SEED, base: Any
             if other != trace.answer:
                 named = _in_top(trace.attribution_for(other)[0], concept, trace.hidden)
                 got.setdefault("attributed[contrast]", []).append(named)
-                present = [i for i in concept if float(trace.image_scores[i]) > 0]
-                confirmed = named and bool(present) and \
-                    pad.intervene(trace, [Intervention.ablate(*present)])[0].drop > CONFIRM_DROP
-                got.setdefault("attributed[contrast+ablation]", []).append(confirmed)
+                cig = attribute(pad, trace, other, steps=8)
+                got.setdefault("attributed[contrast,ig8]", []).append(_in_top(cig[0], concept, trace.hidden))
+                spec = AttributedSpec(0, (shortcut.concept,), top_k=TOP, confirm=0.0)
+                (record,) = check_attributed(trace, spec, TOP, other, pad)
+                got.setdefault("attributed[confirmed]", []).append(record.passed)
             if kind == "control":
                 continue
             firing = [int(i) for i in (trace.image_scores > 0).nonzero().flatten()]

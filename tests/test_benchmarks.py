@@ -99,3 +99,37 @@ def test_the_wide_setting_reports_its_figures() -> None:
     rows = _bench("run").wide_rows({"wide": figures, "peers": {"eager_time_ratio": 1.0, "eager_memory_ratio": 0.5,
                                                                "nnsight_note": "not installed"}})
     assert any(r[0].startswith("wide.trace_mb") for r in rows) and any("skipped" in r[1] for r in rows)
+
+
+def _zoo_results() -> list[dict]:
+    return json.loads((ROOT / "benchmarks" / "results-zoo.json").read_text())
+
+
+def test_truth_md_holds_the_zoo_table_the_committed_results_give() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import zoo
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    table = zoo.markdown(_zoo_results())
+    assert table in (ROOT / "docs" / "truth.md").read_text()
+    assert [r["mechanism"] for r in _zoo_results()] == list(__import__("vsp_assert.shapes.zoo").shapes.zoo.ZOO)
+
+
+def test_the_readme_zoo_table_quotes_the_committed_results() -> None:
+    """Each README row: attended[mass], attributed[contrast], attributed[confirmed] (trigger / control), then
+    sufficient and compare (trigger), as benchmarks/results-zoo.json has them."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("| shortcut (kind) | attended (default aggregation)")
+    rows = [line for line in readme[start:].split("\n\n")[0].splitlines()[2:]]
+    results = _zoo_results()
+    assert len(rows) == len(results)
+    for line, r in zip(rows, results):
+        cells = [c.strip() for c in line.strip("|").split("|")][1:]
+
+        def pair(diag: str) -> str:
+            return f"{r[diag]['trigger']:.2f} / {r[diag]['control']:.2f}"
+
+        want = [pair("attended[mass]"), pair("attributed[contrast]"), pair("attributed[confirmed]"),
+                f"{r['sufficient']['trigger']:.2f}", f"{r['compare']['trigger']:.2f}"]
+        assert [c.split(" (")[0] for c in cells] == want, r["mechanism"]

@@ -143,8 +143,8 @@ def test_reduced_zoo_benchmark_on_the_cached_fine_tune():
     # and no control; the legacy attention average mostly misses it; the sufficient-set search finds it
     assert rates["attributed"] == {"trigger": 1.0, "n_trigger": 8, "control": 0.0, "n_control": 8}
     assert rates["attributed[contrast]"]["trigger"] == 1.0
-    # the ablation check only removes names: never above the contrastive view, and here it keeps the cue
-    checked = rates["attributed[contrast+ablation]"]
+    # confirm: true only removes names: never above the contrastive view, and here it keeps the cue
+    checked = rates["attributed[confirmed]"]
     assert checked["trigger"] <= rates["attributed[contrast]"]["trigger"] and checked["trigger"] >= 0.75
     assert checked["control"] == 0.0
     assert rates["attended[mass]"]["trigger"] < rates["attended[last]"]["trigger"]
