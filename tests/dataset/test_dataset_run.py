@@ -108,3 +108,44 @@ def test_the_bundled_dataset_cases_meet_the_size_rule() -> None:
     assert all(isinstance(c, DatasetCase) and len(c.rows) >= 100 for c in cases)
     assert all(any(ch.control is not None and ch.control.specific for ch in c.checks)
                for c in cases if "trigger" in c.id and "terse" not in c.id)
+
+
+
+ATTRIBUTED = """\
+cases:
+  - id: dots
+    each: {scenes: {mechanism: unused_hidden_cue, set: trigger}, n: 6, seed: 3}
+    prompt: "{question}"
+    expect:
+      answer: {equals: circle}
+      attributed:
+        - {token: 0, absent: [dots], min_rate: 0.0}
+        - {token: 0, absent: [dots], confirm: 0.5, min_rate: 0.9}
+  - id: stripes
+    each: {scenes: {mechanism: misleading_concept, set: trigger}, n: 4, seed: 3}
+    prompt: "{question}"
+    expect:
+      answer: {equals: triangle, correct: "{answer}"}
+      attributed: [{token: 0, concepts: [stripes]}]
+"""
+
+
+def test_dataset_rows_run_attributed_checks_confirmed_and_contrastive(shapes_pad, tmp_path) -> None:
+    """``attributed:`` in a dataset case is checked on every row (not dropped); ``confirm`` ablates where the
+    ranking names the concept (the captured-but-unused dots: ranked by first order on some rows, refuted by
+    ablation on all); each row is attributed against its own ``correct:`` answer."""
+    path = tmp_path / "c.yaml"
+    path.write_text(ATTRIBUTED)
+    dots, stripes = parse_case_file(path).cases
+    assert [c.kind for c in dots.checks] == ["answer", "attributed", "attributed"]
+    result = run_dataset_case(shapes_pad, dots)
+    plain, confirmed = result.summaries[1], result.summaries[2]
+    assert confirmed.passed and confirmed.rate.value == 1.0
+    assert plain.rate.value < 1.0  # without the ablation the dots count as used on some rows
+    assert "(confirmed by ablation)" in result.records[2].description
+    seen: list = []
+    result = run_dataset_case(shapes_pad, stripes, on_trace=seen.append)
+    assert result.passed and len(seen) == 4
+    truths = [row.fields["answer"] for row in stripes.rows]
+    assert len(set(truths)) > 1  # rows with different true shapes, each the contrast of its own row
+    assert [[k for k in t.attributions if k is not None] for t in seen] == [[a] for a in truths]

@@ -29,6 +29,7 @@ from vsp_assert.checks.assertions import (
     causal_intervention,
     check_answer,
     check_attended,
+    check_attributed,
     check_captured,
     check_causal,
     check_causal_refs,
@@ -106,10 +107,12 @@ def describe_check(check: RowCheck) -> str:
         return f"answer != {s.not_!r}"
     if check.kind == "captured":
         return f"{s.concept} {'is not' if s.absent else 'is'} captured"
-    if check.kind == "attended":
-        parts = [f"attends {list(map(str, s.concepts))}"] if s.concepts else []
+    if check.kind in ("attended", "attributed"):
+        verb = "attends" if check.kind == "attended" else "uses"
+        parts = [f"{verb} {list(map(str, s.concepts))}"] if s.concepts else []
         parts += [f"not {list(map(str, s.absent))}"] if s.absent else []
-        return f"token {s.token!r} " + ", ".join(parts)
+        confirmed = " (confirmed by ablation)" if getattr(s, "confirm", None) is not None else ""
+        return f"token {s.token!r} " + ", ".join(parts) + confirmed
     if check.kind == "sufficient":
         return "a sufficient set exists among the clusters"
     goal = []
@@ -136,6 +139,8 @@ def check_row(pad: Scratchpad, case: DatasetCase, row: Row, trace: Trace) -> Row
     batch: list[Any] = []
     plans: list[tuple[int, int, int]] = []  # (check index, first row in batch, number of controls)
     draws = {}
+    # attributed checks are contrastive against the row's correct answer, when the case's answer names one
+    correct = next((s.correct for c, s in zip(case.checks, checks) if c.kind == "answer"), None)
     for i, (check, spec) in enumerate(zip(case.checks, checks, strict=True)):
         if check.kind == "answer":
             records[i] = [check_answer(trace, spec)]
@@ -143,6 +148,8 @@ def check_row(pad: Scratchpad, case: DatasetCase, row: Row, trace: Trace) -> Row
             records[i] = [check_captured(trace, spec, case.min_score)]
         elif check.kind == "attended":
             records[i] = check_attended(trace, spec, case.top_k)
+        elif check.kind == "attributed":
+            records[i] = check_attributed(trace, spec, case.top_k, correct, pad)
         elif check.kind == "sufficient":
             records[i] = [check_sufficient(pad, trace, spec)]
         else:

@@ -55,7 +55,8 @@ class ControlSpec:
 
 @dataclass(frozen=True)
 class RowCheck:
-    """One check of a dataset case. ``kind``: answer | captured | attended | causal | sufficient; ``spec``: the
+    """One check of a dataset case. ``kind``: answer | captured | attended | attributed | causal | sufficient;
+    ``spec``: the
     templated spec of :mod:`.schema`; no ``min_rate``/``max_rate``: every row must pass."""
 
     kind: str

@@ -32,7 +32,7 @@ from vsp_assert.checks.yaml_lines import Ctx, LineDict, LineList, as_bool, as_in
 CASE_EXTRA_KEYS = ("each", "rate_bound", "show_rows")
 RATE_KEYS = ("min_rate", "max_rate", "rate_bound")
 CONTROL_KEYS = ("control", "controls", "specific", "mass_tolerance")
-SECTIONS = ("answer", "captured", "attended", "causal")
+SECTIONS = ("answer", "captured", "attended", "attributed", "causal")
 BOUNDS = ("point", "interval")
 
 
@@ -241,6 +241,7 @@ def with_dataset(pending: Pending | None, case: Case) -> Case:
         specs.append(("answer", 0, exp.answer))
     specs += [("captured", i, s) for i, s in enumerate(exp.captured)]
     specs += [("attended", i, s) for i, s in enumerate(exp.attended)]
+    specs += [("attributed", i, s) for i, s in enumerate(exp.attributed)]
     specs += [("causal", i, s) for i, s in enumerate(exp.causal)]
     checks = []
     for section, i, spec in specs:
