@@ -325,3 +325,33 @@ def test_python_confirm_matches_yaml_and_refuses_a_negative_drop(shapes_pad):
         trace.assert_attributed(0, absent=["triangle"])
     with pytest.raises(InputError, match="confirm"):
         trace.assert_attributed(0, "square", confirm=-1.0)
+
+
+@pytest.mark.parametrize(("answer", "named"), [
+    ("{equals: square}", True),                           # failing with the right answer named: explained
+    ("{equals: triangle, correct: square}", False),       # passing (a known failure encoded): nothing run
+    ("{not: triangle}", False),                           # failing, but no right answer to explain against
+])
+def test_a_failure_says_which_ablation_brings_the_right_answer_back(shapes_pad, tmp_path, answer, named):
+    from vsp_assert.checks.assertions import run_case, why_not_correct
+    from vsp_assert.render.case import render_case
+    from vsp_assert.render.style import Style
+
+    result = run_case(shapes_pad, _answer_case(tmp_path, answer))
+    before = shapes_pad.stats["intervention_forward"]
+    why = why_not_correct(shapes_pad, result)
+    if not named:
+        assert why is None and result.explanation is None
+        assert shapes_pad.stats["intervention_forward"] == before
+        return
+    assert why is result.explanation and why.responsible == "stripes"
+    assert shapes_pad.stats["intervention_forward"] == before + 1  # the top concepts in one batched ablation
+    text = render_case("x::stripes", result.trace, result.records, style=Style(False), width=160,
+                       explanation=why)
+    assert "why 'square' → 'triangle' (attributed on this model): carried by stripes" in text
+    assert "ablating stripes on this model restores 'square'" in text
+    assert text.index("restores 'square'") < text.index("token-latent heatmap")  # under the records, first
+    from vsp_assert.render.html_case import case_html
+
+    html = case_html(0, "x::stripes", result.trace, result.records, top_k=5, max_overlays=1, explanation=why)
+    assert "why not &#x27;square&#x27;" in html and "ablating stripes on this model restores &#x27;square&#x27;" in html

@@ -299,6 +299,11 @@ def test_pytest_session_writes_the_report(session_report: Path, saved: dict[str,
     assert [c["nodeid"] for c in data["results"]] == ["test_cases.yaml::wrong-answer", "test_cases.yaml::right-answer"]
     assert [r["kind"] for r in data["results"][1]["records"]] == ["answer", "captured", "causal"]
     assert "intervention" in data["results"][1]["records"][2]
+    # the failing case names its right answer ('zzz'): why not, with the ablations that checked it, in both files
+    why = data["results"][0]["why_not_correct"]
+    assert why["old_answer"] == "zzz" and why["new_answer"] == data["results"][0]["answer"]
+    assert len(why["confirmations"]) == min(3, len(why["concepts"])) and "why_not_correct" not in data["results"][1]
+    assert session_report.read_text(encoding="utf-8").count("why not &#x27;zzz&#x27;") == 1
     # min_drop: -1.0 cannot fail: the reported figures must equal a direct ablation on the same model
     from vsp_assert import load_model, load_sae
 

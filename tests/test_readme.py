@@ -139,10 +139,11 @@ def test_failing_case_records_table_is_the_readme_table(broken_run):
 
 
 def test_failing_case_evidence_is_the_readme_evidence(broken_run):
-    """The lines under the records table — answer, captured, attended concepts, heatmap, spatial maps and the
-    session summary — as the README shows them."""
+    """The lines under the records table — why not the right answer (the ablation that brings it back), answer,
+    captured, attended concepts, heatmap, spatial maps and the session summary — as the README shows them."""
     shown = block("$ pytest broken.yaml")
-    start = next(i for i, line in enumerate(shown) if line.startswith("prompt:"))
+    start = next(i for i, line in enumerate(shown) if line.startswith("why 'square' → 'triangle'"))
+    assert "ablating stripes on this model restores 'square'" in shown[start + 1]
     evidence, summary = shown[start:], []
     rule = next(i for i, line in enumerate(evidence) if norm(line) == "-- vsp-assert --")
     evidence, summary = evidence[:rule], evidence[rule:]

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AssertionRecord", "BadReference", "CaseResult", "ConceptAssertionError", "check_answer",
            "check_attended", "check_attributed", "check_captured", "check_causal", "check_causal_refs",
-           "check_sufficient", "explain_failure", "located", "run_case", "same_answer"]
+           "check_sufficient", "explain_failure", "located", "run_case", "same_answer", "why_not_correct"]
 
 
 # ---------------------------------------------------------------------- checks
@@ -201,6 +201,7 @@ class CaseResult:
     trace: Trace
     records: list[AssertionRecord]
     drift: Any = None
+    explanation: Any = None  # why not the right answer (a FlipExplanation), for a failure that names it
 
     @property
     def passed(self) -> bool:
@@ -254,3 +255,19 @@ def explain_failure(trace: Trace, spec: AnswerSpec | None, records: Sequence[Ass
     except VspError:
         return None
     return other
+
+
+def why_not_correct(pad: Scratchpad, result: CaseResult) -> Any:
+    """For a failing case whose right answer is known and not given: the contrastive attribution of
+    :func:`explain_failure`, then the concepts that carry the wrong answer against the right one, the top three
+    ablated in one batched intervention (:func:`vsp_assert.engine.flip.explain_flip` on this one model) — the
+    failure view's "ablating stripes on this model restores 'square'". Stored on ``result.explanation``; None
+    (nothing computed) for a passing case or one without a right answer."""
+    spec = result.case.expect.answer if result.case is not None else None
+    contrast = explain_failure(result.trace, spec, result.records)
+    if contrast is None:
+        return None
+    from vsp_assert.engine.flip import explain_flip
+
+    result.explanation = explain_flip(pad, result.trace, contrast, model="this model")
+    return result.explanation

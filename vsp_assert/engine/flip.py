@@ -21,8 +21,10 @@ When a model update changes an answer from ``old`` to ``new`` (a baseline that n
 4. confirms the top ones by ablation on the new model, all in one batched intervention: "ablating stripes on the
    new model restores 'red'" when the answer goes back to the old one.
 
-Plain data out (:class:`FlipExplanation`); the checks and the renderers put it in the drift report and the
-compare table.
+The same explanation answers "why not the right answer?" for a failing case that names it (``correct:``, else
+``equals:``): the right answer plays the old one, on one model (``model="this model"``), and the failure view
+shows which concept's ablation brings it back. Plain data out (:class:`FlipExplanation`); the checks and the
+renderers put it in the drift report, the compare table and the failure view.
 """
 
 from __future__ import annotations
@@ -52,11 +54,12 @@ class Confirmation:
     answer_after: str
     restores: bool
     p_new_after: float
+    model: str = "the new model"
 
     def sentence(self, old_answer: str) -> str:
         if self.restores:
-            return f"ablating {self.concept} on the new model restores {old_answer!r}"
-        return f"ablating {self.concept} on the new model gives {self.answer_after!r}"
+            return f"ablating {self.concept} on {self.model} restores {old_answer!r}"
+        return f"ablating {self.concept} on {self.model} gives {self.answer_after!r}"
 
 
 @dataclass
@@ -74,6 +77,7 @@ class FlipExplanation:
     latents: list[tuple[int, float]] = field(default_factory=list)
     confirmations: list[Confirmation] = field(default_factory=list)
     both_models: bool = False
+    model: str = "the new model"
 
     @property
     def confirmed(self) -> list[Confirmation]:
@@ -130,12 +134,14 @@ def explain_flip(
     top: int = 3,
     n_latents: int = 8,
     rank: str = "new",
+    model: str = "the new model",
 ) -> FlipExplanation:
     """Explain why ``new_trace``'s answer is no longer ``old_answer`` (see the module docstring).
 
     ``old_pad`` / ``old_trace``: the old model and its trace of the same case (``old_trace`` is run on
     ``old_pad`` when only the pad is given). ``top``: concepts confirmed by ablation (one batched intervention).
-    ``rank``: ``new`` ranks concepts by the new model's contrastive attribution, ``change`` by ``Δ``.
+    ``rank``: ``new`` ranks concepts by the new model's contrastive attribution, ``change`` by ``Δ``. ``model``:
+    how the sentences name the model ablated ("this model" when explaining a failure against its right answer).
     """
     if rank not in ("new", "change"):
         from vsp_assert.errors import InputError
@@ -144,7 +150,7 @@ def explain_flip(
     from vsp_assert.engine.interventions import Intervention
 
     new_answer = new_trace.answer
-    out = FlipExplanation(old_answer, new_answer, 0)
+    out = FlipExplanation(old_answer, new_answer, 0, model=model)
     if new_trace.n_tokens == 0 or _same(old_answer, new_answer):
         return out
     t = first_difference(new_pad, new_trace, old_answer)
@@ -183,5 +189,5 @@ def explain_flip(
         results = new_pad.intervene(new_trace, [Intervention.ablate(*ids) for _, _, ids in checks])
         for (name, _, ids), r in zip(checks, results):
             after = r.answer_after
-            out.confirmations.append(Confirmation(name, ids, after, _same(after, old_answer), r.p_after))
+            out.confirmations.append(Confirmation(name, ids, after, _same(after, old_answer), r.p_after, model))
     return out

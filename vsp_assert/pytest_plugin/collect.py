@@ -75,7 +75,7 @@ class VspCaseItem(pytest.Item):
         self.pad = vsp_session(self.config).scratchpad(model_name=self.pinned_model, sae_name=self.pinned_sae)
 
     def runtest(self) -> None:
-        from vsp_assert.checks.assertions import explain_failure, run_case
+        from vsp_assert.checks.assertions import run_case, why_not_correct
         from vsp_assert.checks.baseline import check_result
         from vsp_assert.engine.fit import sae_identity
 
@@ -88,7 +88,7 @@ class VspCaseItem(pytest.Item):
                 self.result.records.extend(check_result(session.baselines, self.result,
                                                         update=session.options.update_baseline,
                                                         sae_id=sae_identity(self.pad.sae)))
-                explain_failure(self.result.trace, self.case.expect.answer, self.result.records)
+                why_not_correct(self.pad, self.result)
         except VspError as exc:
             raise exc.with_context(file=self.case.file, line=self.case.line) from None
         session.add_result(self.result)
@@ -108,7 +108,7 @@ class VspCaseItem(pytest.Item):
             if isinstance(result, DatasetResult):
                 return self._case_repr(dataset_failure_text(self.nodeid, result, session), failure_line(result.records))
             text = render_case(self.nodeid, result.trace, result.records, style=style, top_k=self.case.top_k,
-                               width=width)
+                               width=width, explanation=result.explanation)
             if result.drift is not None and any(not r.passed for r in result.records if r.kind == "drift"):
                 text += "\n\n" + render_drift(result.drift, result.trace, style, width)
             return self._case_repr(text, failure_line(result.records))

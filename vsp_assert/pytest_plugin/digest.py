@@ -40,8 +40,12 @@ def digest(nodeid: str, result: CaseResult, *, show: str | None, report: bool, t
     if report and result.records:
         from vsp_assert.render.html import MAX_OVERLAYS, case_html, report_json
 
-        out["html"] = case_html(0, nodeid, result.trace, result.records, top_k=top_k, max_overlays=MAX_OVERLAYS)
+        why = getattr(result, "explanation", None)  # why not the right answer, for a failure that names it
+        out["html"] = case_html(0, nodeid, result.trace, result.records, top_k=top_k, max_overlays=MAX_OVERLAYS,
+                                explanation=why)
         out["json"] = report_json([(nodeid, result.trace, result.records)], "")["results"][0]
+        if why is not None:
+            out["json"]["why_not_correct"] = why.to_dict()
         out["answer_prob"] = float(result.trace.answer_prob)
         if getattr(result, "summaries", None) is not None:  # a dataset case: its own section and figures
             dataset_digest(out, nodeid, result, top_k)  # type: ignore[arg-type]
@@ -93,7 +97,11 @@ def render_page(digests: Sequence[dict[str, Any]], *, title: str) -> tuple[str, 
         trace = _Trace(entry["prompt"], entry["answer"], float(d["answer_prob"]), list(entry["output_tokens"]))
         results.append((entry["nodeid"], trace, [_Record(r) for r in entry["records"]]))
     sections = "".join(_section(d["html"], i) for i, d in enumerate(ordered))
-    return page(title, summary_html(results), sections), report_json(results, title)
+    document = report_json(results, title)
+    for d, entry in zip(ordered, document["results"], strict=True):  # what only a digest carries
+        if "why_not_correct" in d["json"]:
+            entry["why_not_correct"] = d["json"]["why_not_correct"]
+    return page(title, summary_html(results), sections), document
 
 
 def write_report(directory: str | Path, digests: Sequence[dict[str, Any]], *,

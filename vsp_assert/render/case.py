@@ -8,7 +8,7 @@ Used by the pytest plugin for YAML items (``repr_failure``) and for Python tests
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tabulate import tabulate
 
@@ -38,11 +38,13 @@ def render_case(
     top_k: int = 5,
     width: int | None = None,
     view: str | None = None,
+    explanation: Any = None,
 ) -> str:
     """Title, the records table, and the trace view with asserted latents and tokens highlighted. ``view``: the
     heatmap's (``attended``, ``attributed``, ``both``); default both where an ``attributed`` check ran or the
     case computed a contrastive attribution for its failure (:func:`~vsp_assert.checks.assertions.explain_failure`),
-    else attended."""
+    else attended. ``explanation``: why not the case's right answer (a ``FlipExplanation``,
+    :func:`~vsp_assert.checks.assertions.why_not_correct`), shown under the records."""
     width = width or terminal_width()
     failing = [r for r in records if not r.passed]
     latents = list(dict.fromkeys(i for r in records for i in r.latents))
@@ -63,7 +65,12 @@ def render_case(
     layered = sorted({t for r in failing if r.kind == "attended" for t in r.tokens})
     if layered and trace.attention_by_layer.shape[0] > 1:  # which layer looked where, for the failing tokens
         body += "".join("\n\n" + render_layer_rows(trace, t, style=style, k=top_k) for t in layered[:2])
-    return "\n".join([head, "", render_records(records, style), "", body])
+    why: list[str] = []
+    if explanation is not None:
+        from vsp_assert.render.compare import explanation_lines
+
+        why = [*explanation_lines(explanation, style), ""]
+    return "\n".join([head, "", render_records(records, style), "", *why, body])
 
 
 def attribution_contrast(trace: Trace) -> str | None:

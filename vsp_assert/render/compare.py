@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 def explanation_lines(explanation: FlipExplanation, style: Any) -> list[str]:
     """Why an answer flipped, as lines: the concepts that carry the change, then the ablations that checked them."""
-    side = "both models" if explanation.both_models else "the new model"
+    side = "both models" if explanation.both_models else explanation.model
     tops = ", ".join(f"{name} {share:+.2f}" for name, share, _ in explanation.concepts[:5]) or "none"
     lines = [f"why {explanation.old_answer!r} → {explanation.new_answer!r} (attributed on {side}): carried by {tops}"]
     if explanation.weakened:

@@ -340,8 +340,9 @@ def concepts_html(trace: Trace, records: Sequence[AssertionRecord]) -> str:
 
 
 def case_html(index: int, nodeid: str, trace: Trace, records: Sequence[AssertionRecord], *, top_k: int,
-              max_overlays: int) -> str:
-    """One case's section (anchor ``case-{index}``)."""
+              max_overlays: int, explanation: Any = None) -> str:
+    """One case's section (anchor ``case-{index}``); ``explanation``: why not the case's right answer (a
+    ``FlipExplanation``), shown under the checks."""
     from vsp_assert.engine.analysis import heatmap
 
     failing = [r for r in records if not r.passed]
@@ -374,6 +375,7 @@ def case_html(index: int, nodeid: str, trace: Trace, records: Sequence[Assertion
         f"<h2>{badge}{_e(nodeid)}</h2>"
         f'<div class="row">{image}{qa}</div>'
         f"<h3>checks</h3>{records_html(records)}"
+        f"{_why_html(explanation)}"
         f"{interventions_html(trace, records)}"
         f"<h3>token × latent heatmap</h3>{views}"
         f"{latents_html(trace, view_latents)}"
@@ -382,3 +384,15 @@ def case_html(index: int, nodeid: str, trace: Trace, records: Sequence[Assertion
         f"{concepts_html(trace, records)}"
         "</section>"
     )
+
+
+def _why_html(explanation: Any) -> str:
+    """Why not the right answer: the terminal's lines (the concepts that carry the wrong answer, the ablations)."""
+    if explanation is None:
+        return ""
+    from vsp_assert.render.compare import explanation_lines
+    from vsp_assert.render.style import Style
+
+    lines = explanation_lines(explanation, Style(False))
+    return (f'<h3>why not {_e(repr(explanation.old_answer))}</h3>'
+            f'<pre class="mono why">{_e(chr(10).join(lines))}</pre>')
