@@ -50,16 +50,23 @@ DIAGNOSES = ("attended[mass]", "attended[layer]", "attended[last]", "attributed"
              "sufficient", "sufficient[clusters]", "compare")
 
 
-def model_for(name: str, cache: Path, *, steps: int | None = None, seed: int = 0, log: Any = print) -> Path:
-    """The fine-tuned model of zoo mechanism ``name`` (trained into ``cache`` if it is not there yet)."""
-    from vsp_assert.shapes.finetune import FinetuneConfig, finetune_and_save, format_evaluation
+def _shortcut(mechanism: Any) -> Any:
+    """A zoo name, or a :class:`~vsp_assert.shapes.shortcut.Shortcut` (a held-out spec) as it is."""
     from vsp_assert.shapes.zoo import ZOO
 
+    return ZOO[mechanism] if isinstance(mechanism, str) else mechanism
+
+
+def model_for(mechanism: Any, cache: Path, *, steps: int | None = None, seed: int = 0, log: Any = print) -> Path:
+    """The fine-tuned model of a mechanism (a zoo name or a Shortcut), trained into ``cache`` if not there yet."""
+    from vsp_assert.shapes.finetune import FinetuneConfig, finetune_and_save, format_evaluation
+
+    shortcut = _shortcut(mechanism)
     cfg = FinetuneConfig(seed=seed, **({"steps": steps} if steps else {}))
-    folder = cache / f"{name}-seed{seed}-steps{cfg.steps}"
+    folder = cache / f"{shortcut.name}-seed{seed}-steps{cfg.steps}"
     if not (folder / "finetune.json").exists():
-        log(f"fine-tuning {name} ({cfg.steps} steps) into {folder}")
-        record = finetune_and_save(ZOO[name], cfg, folder, eval_n=200, log=lambda _line: None)
+        log(f"fine-tuning {shortcut.name} ({cfg.steps} steps) into {folder}")
+        record = finetune_and_save(shortcut, cfg, folder, eval_n=200, log=lambda _line: None)
         log(format_evaluation(record["evaluation"]))
     return folder
 
@@ -70,17 +77,16 @@ def _in_top(row: Any, ids: set[int], hidden: frozenset[int]) -> bool:
     return bool(ids & {i for i, _ in top_k(row, TOP, hidden)})
 
 
-def measure(name: str, folder: Path, *, n: int, seed: int = EVAL_SEED, base: Any = None) -> dict[str, Any]:
-    """Every diagnosis's rates for one mechanism (see the module docstring)."""
+def measure(mechanism: Any, folder: Path, *, n: int, seed: int = EVAL_SEED, base: Any = None) -> dict[str, Any]:
+    """Every diagnosis's rates for one mechanism, a zoo name or a Shortcut (see the module docstring)."""
     from vsp_assert import Intervention, Scratchpad, load_model, load_sae
     from vsp_assert.checks.ranked import check_attributed
     from vsp_assert.checks.schema import AttributedSpec
     from vsp_assert.engine.analysis import find_sufficient_set
     from vsp_assert.engine.attribution import attribute
     from vsp_assert.engine.flip import explain_flip
-    from vsp_assert.shapes.zoo import ZOO
-
-    shortcut = ZOO[name]
+    shortcut = _shortcut(mechanism)
+    name = shortcut.name
     sae = load_sae("shapes")
     loaded = load_model(str(folder))
     pads = {"mass": Scratchpad(loaded, sae), "layer": Scratchpad(loaded, sae),
@@ -174,16 +180,17 @@ def markdown(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def run(names: list[str], *, n: int, seed: int, cache: Path, steps: int | None = None,
+def run(mechanisms: list[Any], *, n: int, seed: int, cache: Path, steps: int | None = None,
         log: Any = print) -> list[dict[str, Any]]:
+    """Fine-tune (or reuse) and measure each mechanism: zoo names or Shortcuts."""
     from vsp_assert import Scratchpad, load_model, load_sae
 
     base = Scratchpad(load_model("shapes"), load_sae("shapes"))
     out = []
-    for name in names:
-        folder = model_for(name, cache, steps=steps, log=log)
+    for mechanism in mechanisms:
+        folder = model_for(mechanism, cache, steps=steps, log=log)
         t0 = time.perf_counter()
-        result = measure(name, folder, n=n, seed=seed, base=base)
+        result = measure(mechanism, folder, n=n, seed=seed, base=base)
         result["seconds"] = round(time.perf_counter() - t0, 1)
         log(json.dumps(result))
         out.append(result)
@@ -201,15 +208,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", default=str(DEFAULT_CACHE), help="folder of the fine-tuned models")
     parser.add_argument("--json", default=None, help="write the figures here")
     parser.add_argument("--markdown", default=None, help="write the table here")
+    parser.add_argument("--specs", default=None,
+                        help="a JSON file holding a list of mechanism specs to measure instead of the zoo "
+                             "(held-out mechanisms, e.g. benchmarks/zoo-heldout.json)")
     parser.add_argument("--reduced", action="store_true", help="CI's form: grid_blue, 60 steps, 6 probes")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
-    names = [s.strip() for s in args.mechanisms.split(",") if s.strip()]
+    mechanisms: list[Any] = [s.strip() for s in args.mechanisms.split(",") if s.strip()]
+    if args.specs:
+        from vsp_assert.shapes.zoo import shortcut_from_dict
+
+        mechanisms = [shortcut_from_dict(spec) for spec in json.loads(Path(args.specs).read_text())]
     if args.reduced:
-        names, args.n, args.steps = ["grid_blue"], 6, 60
-    results = run(names, n=args.n, seed=args.seed, cache=Path(args.cache), steps=args.steps)
+        mechanisms, args.n, args.steps = ["grid_blue"], 6, 60
+    results = run(mechanisms, n=args.n, seed=args.seed, cache=Path(args.cache), steps=args.steps)
     table = markdown(results)
     print(table)
     if args.json:
