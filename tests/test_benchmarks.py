@@ -111,9 +111,20 @@ def test_truth_md_holds_the_zoo_table_the_committed_results_give() -> None:
         import zoo
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
-    table = zoo.markdown(_zoo_results())
-    assert table in (ROOT / "docs" / "truth.md").read_text()
+    truth = (ROOT / "docs" / "truth.md").read_text()
+    assert zoo.markdown(_zoo_results()) in truth
+    heldout = json.loads((ROOT / "benchmarks" / "results-zoo-heldout.json").read_text())
+    assert zoo.markdown(heldout) in truth
+    specs = json.loads((ROOT / "benchmarks" / "zoo-heldout.json").read_text())
+    assert [r["mechanism"] for r in heldout] == [s["name"] for s in specs]
+    from vsp_assert.shapes.zoo import ZOO, shortcut_from_dict
+
+    assert not {shortcut_from_dict(spec).name for spec in specs} & set(ZOO)  # held out: none of the six
     assert [r["mechanism"] for r in _zoo_results()] == list(__import__("vsp_assert.shapes.zoo").shapes.zoo.ZOO)
+
+
+def _pair(result: dict, diag: str) -> str:
+    return f"{result[diag]['trigger']:.2f} / {result[diag]['control']:.2f}"
 
 
 def test_the_readme_zoo_table_quotes_the_committed_results() -> None:
@@ -127,9 +138,6 @@ def test_the_readme_zoo_table_quotes_the_committed_results() -> None:
     for line, r in zip(rows, results):
         cells = [c.strip() for c in line.strip("|").split("|")][1:]
 
-        def pair(diag: str) -> str:
-            return f"{r[diag]['trigger']:.2f} / {r[diag]['control']:.2f}"
-
-        want = [pair("attended[mass]"), pair("attributed[contrast]"), pair("attributed[confirmed]"),
+        want = [_pair(r, "attended[mass]"), _pair(r, "attributed[contrast]"), _pair(r, "attributed[confirmed]"),
                 f"{r['sufficient']['trigger']:.2f}", f"{r['compare']['trigger']:.2f}"]
         assert [c.split(" (")[0] for c in cells] == want, r["mechanism"]
