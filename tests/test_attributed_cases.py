@@ -48,6 +48,9 @@ def test_attributed_mirrors_attended(tmp_path):
     ("{concepts: [stripes]}", "an attributed item needs 'token'"),
     ("{token: 0}", "an attributed item needs 'concepts' and/or 'absent'"),
     ("{token: 0, concepts: [stripes], top: 3}", "unknown key"),
+    ("{token: 0, concepts: [stripes], confirm: 'yes'}", "confirm must be true, false or a drop in nats"),
+    ("{token: 0, concepts: [stripes], confirm: -0.5}", "confirm out of range"),
+    ("{token: 0, concepts: [stripes], confirm: .nan}", "confirm must be finite"),
 ])
 def test_attributed_errors_name_the_section_and_line(tmp_path, item, message):
     with pytest.raises(CaseError) as err:
@@ -176,15 +179,20 @@ def test_drift_explains_a_flipped_answer(shapes_pad, tmp_path):
     assert "carried by stripes" in text and "restores 'square'" in text
 
 
-def _answer_case(tmp_path, answer: str):
+def _one_case(tmp_path, case_id: str, scene: str, expect: str):
+    """A one-case file asking the red object's shape in ``scene``, with one ``expect`` line (line 7)."""
     return parse_case_file(_file(tmp_path, f"""
         cases:
-          - id: stripes
-            image: {{scene: {STRIPES}}}
+          - id: {case_id}
+            image: {{scene: {scene}}}
             prompt: What shape is the red object?
             expect:
-              answer: {answer}
+              {expect}
         """)).cases[0]
+
+
+def _answer_case(tmp_path, answer: str):
+    return _one_case(tmp_path, "stripes", STRIPES, f"answer: {answer}")
 
 
 @pytest.mark.parametrize(("answer", "contrast"), [
@@ -225,32 +233,13 @@ DECOY = ("{background: stripes, shapes: [{shape: square, color: red, x: 16, y: 4
 
 
 def _decoy_case(tmp_path, item: str):
-    return parse_case_file(_file(tmp_path, f"""
-        cases:
-          - id: decoy
-            image: {{scene: {DECOY}}}
-            prompt: What shape is the red object?
-            expect:
-              attributed: [{item}]
-        """)).cases[0]
+    return _one_case(tmp_path, "decoy", DECOY, f"attributed: [{item}]")
 
 
 @pytest.mark.parametrize(("confirm", "value"), [("true", 0.0), ("0.25", 0.25), ("false", None), ("0", 0.0)])
 def test_confirm_parses_to_the_drop_the_ablation_must_exceed(tmp_path, confirm, value):
     case = _decoy_case(tmp_path, f"{{token: 0, concepts: [stripes], confirm: {confirm}}}")
     assert case.expect.attributed[0].confirm == value
-
-
-@pytest.mark.parametrize(("confirm", "message"), [
-    ("'yes'", "confirm must be true, false or a drop in nats"),
-    ("-0.5", "confirm out of range"),
-    (".nan", "confirm must be finite"),
-])
-def test_a_bad_confirm_is_one_error_naming_file_line_and_field(tmp_path, confirm, message):
-    with pytest.raises(CaseError) as err:
-        _decoy_case(tmp_path, f"{{token: 0, concepts: [stripes], confirm: {confirm}}}")
-    text = str(err.value)
-    assert message in text and "cases.yaml:7:" in text and "expect.attributed[0].confirm" in text
 
 
 def test_attended_items_do_not_take_confirm(tmp_path):
