@@ -339,6 +339,8 @@ def test_a_failure_says_which_ablation_brings_the_right_answer_back(shapes_pad, 
                        explanation=why)
     assert "why 'square' → 'triangle' (attributed on this model): carried by stripes" in text
     assert "ablating stripes on this model restores 'square'" in text
+    assert why.all_ablated == "square"  # the shapes model's answer with nothing left to read: where ablations drift
+    assert "every firing latent ablated gives 'square'" in text
     assert text.index("restores 'square'") < text.index("token-latent heatmap")  # under the records, first
     from vsp_assert.render.html_case import case_html
 

@@ -19,7 +19,10 @@ When a model update changes an answer from ``old`` to ``new`` (a baseline that n
    answer are listed apart as *weakened* (the new model reads them less), since ablating them cannot bring the old
    answer back;
 4. confirms the top ones by ablation on the new model, all in one batched intervention: "ablating stripes on the
-   new model restores 'red'" when the answer goes back to the old one.
+   new model restores 'red'" when the answer goes back to the old one. The same batch has one more row, every
+   latent that fires on the image ablated: where ablations drift (on the shapes model "yellow" for any colour
+   question, "square" for any shape question; docs/truth.md): an ablation whose answer is that one may show the
+   ablation's default rather than the concept's effect, which random controls tell apart.
 
 The same explanation answers "why not the right answer?" for a failing case that names it (``correct:``, else
 ``equals:``): the right answer plays the old one, on one model (``model="this model"``), and the failure view
@@ -78,6 +81,7 @@ class FlipExplanation:
     confirmations: list[Confirmation] = field(default_factory=list)
     both_models: bool = False
     model: str = "the new model"
+    all_ablated: str | None = None  # the answer with every latent that fires on the image ablated
 
     @property
     def confirmed(self) -> list[Confirmation]:
@@ -106,7 +110,7 @@ class FlipExplanation:
             "both_models": self.both_models, "responsible": self.responsible, "sentence": self.sentence(),
             "concepts": [{"concept": n, "share": round(s, 4), "latents": ids} for n, s, ids in self.concepts],
             "weakened": [{"concept": n, "share": round(s, 4), "latents": ids} for n, s, ids in self.weakened],
-            "latents": [[i, round(v, 4)] for i, v in self.latents],
+            "latents": [[i, round(v, 4)] for i, v in self.latents], "all_ablated_answer": self.all_ablated,
             "confirmations": [{"concept": c.concept, "latents": c.latents, "answer_after": c.answer_after,
                                "restores": c.restores, "p_new_after": round(c.p_new_after, 4)}
                               for c in self.confirmations],
@@ -186,7 +190,10 @@ def explain_flip(
             out.concepts = [(n, d, ids) for n, d, ids, push in ranked if d > 0 and push > 0]
     checks = out.concepts[:top]
     if checks:
-        results = new_pad.intervene(new_trace, [Intervention.ablate(*ids) for _, _, ids in checks])
+        everything = [int(i) for i in firing.nonzero().flatten()]
+        results = new_pad.intervene(new_trace, [*(Intervention.ablate(*ids) for _, _, ids in checks),
+                                                Intervention.ablate(*everything)])
+        out.all_ablated = results[-1].answer_after
         for (name, _, ids), r in zip(checks, results):
             after = r.answer_after
             out.confirmations.append(Confirmation(name, ids, after, _same(after, old_answer), r.p_after, model))

@@ -24,6 +24,9 @@ def explanation_lines(explanation: FlipExplanation, style: Any) -> list[str]:
     for c in explanation.confirmations:
         text = c.sentence(explanation.old_answer)
         lines.append("  " + (style.green(text) if c.restores else text))
+    if explanation.all_ablated is not None:
+        lines.append(style.dim(f"  every firing latent ablated gives {explanation.all_ablated!r} (where ablations "
+                               "drift; `control: random` tells a concept's effect from it)"))
     return lines
 
 
