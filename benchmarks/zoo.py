@@ -5,7 +5,9 @@ a colour↔shape association, co-occurrence with a second object, object size, a
 it fine-tunes a copy of the shipped shapes model (``vsp-assert shapes finetune``'s recipe, vision tower frozen, so
 the shipped SAE fits; cached in ``--cache``), then on held-out trigger and control probes of ``--seed`` measures,
 per diagnosis, the **detection rate** on the triggers where the shortcut fired and the **false rate** on the
-controls:
+controls (and, as ``text only``, for a mechanism whose question names its cue, how often the shortcut's answer
+comes from the question's words alone: each trigger's question asked about a control image, fine-tuned model and
+shipped model in brackets):
 
 - ``attended[mass]``, ``attended[layer]``, ``attended[last]``: the responsible concept is in the answer token's
   top 5 by attention-weighted score, under the legacy aggregation (raw attention averaged over layers, then
@@ -99,7 +101,9 @@ def measure(mechanism: Any, folder: Path, *, n: int, seed: int = EVAL_SEED, base
     hits: dict[str, dict[str, list[bool]]] = {"trigger": {}, "control": {}}
     sizes: list[int] = []
     fired: dict[str, list[bool]] = {"trigger": [], "control": []}
-    for kind, probes in (("trigger", shortcut.trigger_scenes(seed, n)), ("control", shortcut.control_scenes(seed, n))):
+    triggers, controls = shortcut.trigger_scenes(seed, n), shortcut.control_scenes(seed, n)
+    text = text_only_rates(shortcut, triggers, controls, pad, base)
+    for kind, probes in (("trigger", triggers), ("control", controls)):
         for probe in probes:
             image, question, truth = probe.scene.render(), probe.question.text, probe.question.answer
             trace = pad.run(image, question)
@@ -152,6 +156,7 @@ def measure(mechanism: Any, folder: Path, *, n: int, seed: int = EVAL_SEED, base
                              "question": shortcut.question, "answer": shortcut.answer, "n": n, "seed": seed,
                              "trigger_rate": round(float(np.mean(fired["trigger"])), 3),
                              "control_rate": round(float(np.mean(fired["control"])), 3),
+                             "text_only_rate": text[0], "text_only_rate_base": text[1],
                              "sufficient_median_size": float(np.median(sizes)) if sizes else None}
     for diag in DIAGNOSES:
         row: dict[str, Any] = {}
@@ -164,13 +169,41 @@ def measure(mechanism: Any, folder: Path, *, n: int, seed: int = EVAL_SEED, base
     return rates
 
 
+#: the target property each question type names (``What color is the {shape}?`` names the shape)
+NAMED = {"color": ("shape",), "color_terse": ("shape",), "shape": ("color",), "presence": ("color", "shape")}
+
+
+def names_the_cue(shortcut: Any) -> bool:
+    """Whether the question itself can carry the shortcut's cue: its condition is on the very property of the target
+    that the question names (triangles called "green": the question says "triangle")."""
+    target = shortcut.target
+    return target is not None and any(getattr(target, key) is not None for key in NAMED[shortcut.question])
+
+
+def text_only_rates(shortcut: Any, triggers: list[Any], controls: list[Any], pad: Any,
+                    base: Any) -> tuple[float | None, float | None]:
+    """For a mechanism whose question names its cue (:func:`names_the_cue`): how often the shortcut's answer comes
+    from the question's words alone — each trigger's question asked about a control image, where no object has the
+    named property, on the fine-tuned model and on the shipped one. A fine-tune that answers it far more often than
+    the shipped model reads its cue from the text, and no diagnosis of the vision encoder can (or should) name a
+    visual concept for it. ``(None, None)`` for the other mechanisms: their cue is in the image only."""
+    if not names_the_cue(shortcut):
+        return None, None
+    pairs = [(c.scene.render(), t.question.text) for t, c in zip(triggers, controls)]
+    tuned = np.mean([pad.run(image, q).answer == shortcut.answer for image, q in pairs])
+    shipped = np.mean([base.run(image, q).answer == shortcut.answer for image, q in pairs])
+    return round(float(tuned), 3), round(float(shipped), 3)
+
+
 def markdown(results: list[dict[str, Any]]) -> str:
     """The table: one row per mechanism, per diagnosis ``detected on triggers / false on controls``."""
-    head = ["mechanism (kind, concept)", "shows", *DIAGNOSES]
+    head = ["mechanism (kind, concept)", "shows", "text only", *DIAGNOSES]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         cells = [f"{r['mechanism']} ({r['kind']}, {r['concept']})",
-                 f"{r['trigger_rate']:.2f} / {r['control_rate']:.2f}"]
+                 f"{r['trigger_rate']:.2f} / {r['control_rate']:.2f}",
+                 f"{r['text_only_rate']:.2f} ({r['text_only_rate_base']:.2f})"
+                 if r.get("text_only_rate") is not None else "–"]
         for diag in DIAGNOSES:
             row = r[diag]
             t = f"{row['trigger']:.2f}" if "trigger" in row else "–"

@@ -236,9 +236,11 @@ def _decoy_case(tmp_path, item: str):
     return _one_case(tmp_path, "decoy", DECOY, f"attributed: [{item}]")
 
 
-@pytest.mark.parametrize(("confirm", "value"), [("true", 0.0), ("0.25", 0.25), ("false", None), ("0", 0.0)])
+@pytest.mark.parametrize(("confirm", "value"), [("true", 0.0), ("0.25", 0.25), ("false", None), ("0", 0.0),
+                                                 (None, 0.0)])
 def test_confirm_parses_to_the_drop_the_ablation_must_exceed(tmp_path, confirm, value):
-    case = _decoy_case(tmp_path, f"{{token: 0, concepts: [stripes], confirm: {confirm}}}")
+    extra = f", confirm: {confirm}" if confirm is not None else ""  # without the key: confirmed, the default
+    case = _decoy_case(tmp_path, f"{{token: 0, concepts: [stripes]{extra}}}")
     assert case.expect.attributed[0].confirm == value
 
 
@@ -257,15 +259,17 @@ def test_attended_items_do_not_take_confirm(tmp_path):
 def test_confirm_clears_a_concept_the_ranking_names_but_the_ablation_refutes(shapes_pad, tmp_path):
     from vsp_assert.checks.assertions import run_case
 
-    plain = run_case(shapes_pad, _decoy_case(tmp_path, "{token: 0, absent: [triangle]}"))
-    assert plain.trace.answer == "triangle" and not plain.passed  # first order: triangle is among the top 5
     shapes_pad.stats.clear()
-    checked = run_case(shapes_pad, _decoy_case(tmp_path, "{token: 0, absent: [triangle], confirm: true}"))
-    (record,) = checked.records
-    assert record.passed, record.measured
-    assert "ablating triangle raises the objective by" in record.measured and "not confirmed" in record.measured
-    assert "confirmed by ablation" in record.description
-    assert shapes_pad.stats["intervention_forward"] == 1  # one batched forward for the item
+    plain = run_case(shapes_pad, _decoy_case(tmp_path, "{token: 0, absent: [triangle], confirm: false}"))
+    assert plain.trace.answer == "triangle" and not plain.passed  # first order: triangle is among the top 5
+    assert shapes_pad.stats["intervention_forward"] == 0  # ranked only: nothing ablated
+    for item in ("{token: 0, absent: [triangle], confirm: true}", "{token: 0, absent: [triangle]}"):  # the default
+        shapes_pad.stats.clear()
+        (record,) = run_case(shapes_pad, _decoy_case(tmp_path, item)).records
+        assert record.passed, record.measured
+        assert "ablating triangle raises the objective by" in record.measured and "not confirmed" in record.measured
+        assert "confirmed by ablation" in record.description
+        assert shapes_pad.stats["intervention_forward"] == 1  # one batched forward for the item
 
 
 def test_confirm_keeps_a_concept_whose_ablation_lowers_the_answer(shapes_pad, tmp_path):
@@ -309,9 +313,9 @@ def test_python_confirm_matches_yaml_and_refuses_a_negative_drop(shapes_pad):
         {"shape": "square", "color": "red", "x": 16, "y": 48, "size": 20},
         {"shape": "triangle", "color": "green", "x": 48, "y": 32, "size": 14}]}).render()
     trace = shapes_pad.run(image, "What shape is the red object?")
-    trace.assert_attributed(0, "green", absent=["triangle", "square"], confirm=True)
+    trace.assert_attributed(0, "green", absent=["triangle", "square"])  # confirmed by default
     with pytest.raises(ConceptAssertionError, match="triangle"):
-        trace.assert_attributed(0, absent=["triangle"])
+        trace.assert_attributed(0, absent=["triangle"], confirm=False)
     with pytest.raises(InputError, match="confirm"):
         trace.assert_attributed(0, "square", confirm=-1.0)
 

@@ -119,7 +119,7 @@ cases:
     expect:
       answer: {equals: circle}
       attributed:
-        - {token: 0, absent: [dots], min_rate: 0.0}
+        - {token: 0, absent: [dots], confirm: false, min_rate: 0.0}
         - {token: 0, absent: [dots], confirm: 0.5, min_rate: 0.9}
   - id: stripes
     each: {scenes: {mechanism: misleading_concept, set: trigger}, n: 4, seed: 3}

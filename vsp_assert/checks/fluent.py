@@ -124,11 +124,12 @@ class CheckedTrace(Trace):
         return self
 
     def assert_attributed(self, token: str | int, *concepts: Any, top_k: int = 5, absent: Sequence[Any] = (),
-                          correct: str | None = None, confirm: bool | float = False) -> CheckedTrace:
+                          correct: str | None = None, confirm: bool | float = True) -> CheckedTrace:
         """Assert each concept is among ``token``'s top-k latents by attribution (what the answer *used*;
-        ``absent``: is not); ``correct``: attribute this answer against that one (contrastive); ``confirm``:
-        also ablate each named concept in the top-k, which counts as used only when that lowers the token's
-        objective (``True``), or lowers it by more than a number of nats — one batched forward."""
+        ``absent``: is not); ``correct``: attribute this answer against that one (contrastive); ``confirm``
+        (default ``True``): also ablate each named concept found in the top-k, which counts as used only when that
+        lowers the token's objective (or lowers it by more than a number of nats) — one batched forward;
+        ``False`` ranks only."""
         __tracebackhide__ = True
         if not concepts and not absent:
             raise InputError("assert_attributed needs concepts (or absent=[...])")

@@ -4,8 +4,8 @@ Both are a list (or one mapping) of items ``{token, concepts, absent, top_k}``: 
 index), the concepts that must be among its top-k latents, those that must not, and k (default: the case's
 ``top_k``). ``attended`` ranks latents by attention-weighted activation (``Trace.scores``); ``attributed`` by
 attribution (``Trace.attribution``, contrastive against the case's ``answer.correct`` when it gives one), and its
-items also take ``confirm`` (``true``, ``false`` or a drop ≥ 0 in nats: a named concept counts as used only when
-ablating it lowers the token's objective by more than that; :mod:`vsp_assert.checks.ranked`). Split from
+items also take ``confirm`` (``true``, the default; ``false``; or a drop ≥ 0 in nats: a named concept counts as used
+only when ablating it lowers the token's objective by more than that; :mod:`vsp_assert.checks.ranked`). Split from
 :mod:`vsp_assert.checks.load` (which calls :func:`token_concepts` for both keys) under the 400-line rule.
 """
 

@@ -74,10 +74,11 @@ class AttendedSpec:
 class AttributedSpec(AttendedSpec):
     """``attributed:`` — the same grammar as ``attended:``, ranked by attribution (gradient × activation through
     the SAE) instead of attention; contrastive against the case's ``answer.correct`` when it gives one.
-    ``confirm``: None, or the drop of the token's objective (nats) that ablating a named concept must exceed for
-    it to count as used (``confirm: true`` is 0: the ablation agrees in sign; :mod:`vsp_assert.checks.ranked`)."""
+    ``confirm``: the drop of the token's objective (nats) that ablating a named concept must exceed for it to count
+    as used — 0 by default (``confirm: true``: the ablation agrees in sign with the ranking), None to rank only
+    (``confirm: false``); :mod:`vsp_assert.checks.ranked`. The default comes from the zoo (docs/truth.md)."""
 
-    confirm: float | None = None
+    confirm: float | None = 0.0
 
 
 @dataclass(frozen=True)
