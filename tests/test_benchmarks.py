@@ -141,3 +141,21 @@ def test_the_readme_zoo_table_quotes_the_committed_results() -> None:
         want = [_pair(r, "attended[mass]"), _pair(r, "attributed[contrast]"), _pair(r, "attributed[confirmed]"),
                 f"{r['sufficient']['trigger']:.2f}", f"{r['compare']['trigger']:.2f}"]
         assert [c.split(" (")[0] for c in cells] == want, r["mechanism"]
+
+
+def test_the_zoo_knows_which_questions_name_their_cue() -> None:
+    """A colour question names the target's shape, a shape question its colour: a shortcut conditioned on that very
+    property can be learned from the words (docs/truth.md), and only those get a text-only measurement."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import zoo
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    from vsp_assert.shapes.zoo import ZOO, shortcut_from_dict
+
+    assert [name for name, s in ZOO.items() if zoo.names_the_cue(s)] == ["triangle_green"]
+    spec = {"name": "x", "question": "shape", "answer": "square", "concept": "red",
+            "when": {"target": {"color": "red"}}}
+    assert zoo.names_the_cue(shortcut_from_dict(spec))  # "What shape is the red object?" names red
+    spec["when"] = {"target": {"region": "top"}}
+    assert not zoo.names_the_cue(shortcut_from_dict(spec))  # a position is never in the words

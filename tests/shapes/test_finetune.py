@@ -139,6 +139,7 @@ def test_cached_fine_tune_is_intact_and_shows_its_shortcut():
 def test_reduced_zoo_benchmark_on_the_cached_fine_tune():
     rates = _zoo().measure("grid_blue", CACHED, n=8)
     assert rates["trigger_rate"] == 1.0 and rates["control_rate"] == 0.0
+    assert rates["text_only_rate"] is None  # the grid is not in the question's words
     # what the full table shows for this mechanism (docs/truth.md): attribution names the cue on every trigger
     # and no control; the legacy attention average mostly misses it; the sufficient-set search finds it
     assert rates["attributed"] == {"trigger": 1.0, "n_trigger": 8, "control": 0.0, "n_control": 8}
