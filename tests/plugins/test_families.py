@@ -6,7 +6,8 @@ agrees with the processor's placement *and* with the model's own wiring, capture
 ``output_attentions`` with the rest of the model under sdpa, no-op interventions are bit-exact and an ablation
 only changes logits from the first image token on, last-layer trimming is exact, batched runs equal single runs,
 and a shared image is preprocessed once. What differs by design between the families' maps is declared in
-``EXPECT``. Plus the adapter registry: third-party adapters through the entry-point group, duplicates refused.
+``EXPECT``. Plus attribution and its confirming ablations on every family, and the adapter registry: third-party
+adapters through the entry-point group, duplicates refused.
 """
 
 from __future__ import annotations
@@ -130,3 +131,29 @@ def test_duplicate_registration_is_refused(monkeypatch):
     with pytest.raises(ModelError, match="model_type 'qwen2_vl' already has an adapter"):
         register_adapter(Impostor)
     assert adapters._REGISTRY["qwen2_vl"].family == "qwen2_vl"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_family_attributes_and_confirms_by_ablation(family):
+    """What an ``attributed:`` check runs (now confirmed by default) works on every family: the attribution is
+    finite and ``[T, d_sae]``, and the confirming drop of each ablated latent equals the drop in the answer's
+    log-odds that the family's own batched intervention gives (a separate code path), with no hook left behind."""
+    import math
+
+    from vsp_assert import Intervention
+    from vsp_assert.engine.attribution import ablation_effects
+    from vsp_assert.engine.hooks import count_hooks
+
+    c = contract(family)
+    trace = c.pad.run(c.images[0], c.prompts[0])
+    attribution = trace.attribution
+    assert attribution.shape == (trace.n_tokens, c.pad.sae.d_sae) and bool(torch.isfinite(attribution).all())
+    assert float(attribution.abs().sum()) > 0
+    top = [int(i) for i in torch.argsort(trace.image_scores, descending=True)[:3]]
+    drops = ablation_effects(c.pad, trace, [[i] for i in top])[:, 0]  # [3]: token 0
+    p0 = float(trace.token_probs[0])
+    for latent, drop, result in zip(top, drops, c.pad.intervene(trace, [Intervention.ablate(i) for i in top])):
+        p1 = result.token_p_after[0]
+        want = (math.log(p0) - math.log1p(-p0)) - (math.log(p1) - math.log1p(-p1))
+        assert float(drop) == pytest.approx(want, abs=1e-3), (family, latent)
+    assert count_hooks(c.model) == 0
