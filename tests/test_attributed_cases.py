@@ -350,3 +350,17 @@ def test_a_failure_says_which_ablation_brings_the_right_answer_back(shapes_pad, 
 
     html = case_html(0, "x::stripes", result.trace, result.records, top_k=5, max_overlays=1, explanation=why)
     assert "why not &#x27;square&#x27;" in html and "ablating stripes on this model restores &#x27;square&#x27;" in html
+
+
+def test_a_causal_change_to_where_ablations_drift_is_said_so_in_one_forward(shapes_pad, tmp_path):
+    """With every firing latent ablated the shapes model says 'square' to a shape question; a causal record whose
+    changed answer is that one says so, from one more row of the case's one batched forward."""
+    from vsp_assert.checks.assertions import run_case
+
+    case = _one_case(tmp_path, "drift", STRIPES,
+                     "causal: [{ablate: [stripes], changes: true}, {ablate: [red], changes: false}]")
+    shapes_pad.stats.clear()
+    stripes, red = run_case(shapes_pad, case).records
+    assert shapes_pad.stats["intervention_forward"] == 1
+    assert stripes.passed and stripes.measured.endswith("; also the answer with every firing latent ablated")
+    assert red.passed and "every firing latent" not in red.measured  # unchanged: nothing to compare

@@ -144,7 +144,11 @@ def check_causal_refs(trace: Trace, spec: CausalSpec, labels: Any) -> AssertionR
     return None
 
 
-def check_causal(trace: Trace, spec: CausalSpec, result: InterventionResult) -> AssertionRecord:
+def check_causal(trace: Trace, spec: CausalSpec, result: InterventionResult,
+                 everything: InterventionResult | None = None) -> AssertionRecord:
+    """``everything``: the same case with every firing latent ablated (run in the same batch by :func:`run_case`).
+    A changed answer that is also that one is said so: it is where ablations drift (on the shapes model "square"
+    for any shape question), so the change may be the ablation's default more than the concept's effect."""
     parts_expected, ok = [], True
     if spec.changes is not None:
         parts_expected.append("answer changes" if spec.changes else "answer stays")
@@ -157,6 +161,9 @@ def check_causal(trace: Trace, spec: CausalSpec, result: InterventionResult) -> 
         ok &= result.drop >= spec.min_drop
     measured = (f"answer {result.answer_before!r} → {result.answer_after!r}; p(original) {result.p_before:.3f} → "
                 f"{result.p_after:.3f} (drop {result.drop:+.3f})")
+    if everything is not None and result.changed and everything.changed \
+            and same_answer(result.answer_after, everything.answer_after):
+        measured += "; also the answer with every firing latent ablated"
     name = ", ".join(_name(trace, c) for c in (spec.steer[0] if spec.steer else spec.ablate))
     return AssertionRecord("causal", f"{result.intervention.describe()}", "; ".join(parts_expected), measured,
                            bool(ok), latents=list(result.latents), tokens=list(range(trace.n_tokens)),
@@ -230,10 +237,15 @@ def run_case(pad: Scratchpad, case: Case, image: Any = None) -> CaseResult:
     causal: list[AssertionRecord | None] = [
         None if c.sufficient else check_causal_refs(trace, c, pad.sae.labels) for c in exp.causal]
     plain = [i for i, c in enumerate(exp.causal) if not c.sufficient and causal[i] is None]
-    if plain:
-        results = pad.intervene(trace, [causal_intervention(exp.causal[i]) for i in plain])
+    if plain:  # one more row in the batch: every firing latent ablated, where ablations drift
+        from vsp_assert.engine.interventions import Intervention
+
+        firing = [int(i) for i in (trace.image_scores > 0).nonzero().flatten()]
+        specs = [causal_intervention(exp.causal[i]) for i in plain]
+        results = pad.intervene(trace, [*specs, *([Intervention.ablate(*firing)] if firing else [])])
+        everything = results[len(specs)] if firing else None
         for i, r in zip(plain, results):
-            causal[i] = check_causal(trace, exp.causal[i], r)
+            causal[i] = check_causal(trace, exp.causal[i], r, everything)
     records.extend(r for r in causal if r is not None)
     for suff in (c for c in exp.causal if c.sufficient):
         records.append(check_sufficient(pad, trace, suff))
