@@ -238,12 +238,12 @@ def run_case(pad: Scratchpad, case: Case, image: Any = None) -> CaseResult:
         None if c.sufficient else check_causal_refs(trace, c, pad.sae.labels) for c in exp.causal]
     plain = [i for i, c in enumerate(exp.causal) if not c.sufficient and causal[i] is None]
     if plain:  # one more row in the batch: every firing latent ablated, where ablations drift
-        from vsp_assert.engine.interventions import Intervention
+        from vsp_assert.engine.analysis import everything_ablated
 
-        firing = [int(i) for i in (trace.image_scores > 0).nonzero().flatten()]
         specs = [causal_intervention(exp.causal[i]) for i in plain]
-        results = pad.intervene(trace, [*specs, *([Intervention.ablate(*firing)] if firing else [])])
-        everything = results[len(specs)] if firing else None
+        drift = everything_ablated(trace)
+        results = pad.intervene(trace, [*specs, *([drift] if drift is not None else [])])
+        everything = results[len(specs)] if drift is not None else None
         for i, r in zip(plain, results):
             causal[i] = check_causal(trace, exp.causal[i], r, everything)
     records.extend(r for r in causal if r is not None)

@@ -32,7 +32,7 @@ import torch
 from vsp_assert.engine.trace import top_k as top_k_of
 
 if TYPE_CHECKING:
-    from vsp_assert.engine.interventions import InterventionResult
+    from vsp_assert.engine.interventions import Intervention, InterventionResult
     from vsp_assert.engine.scratchpad import Scratchpad
     from vsp_assert.engine.trace import Trace
 
@@ -221,6 +221,16 @@ BISECT_WIDTH = 3
 def active_latents(trace: Trace) -> torch.Tensor:
     """``[d_sae]`` bool: the latents that fire on some patch of the image."""
     return trace.image_scores > 0
+
+
+def everything_ablated(trace: Trace) -> Intervention | None:
+    """Every latent that fires on the image, ablated (None when none fires): the answer it gives is where
+    ablations drift (on the shapes model "square" for any shape question), beside which a concept's ablation is
+    read — one more row of the batch that checks them (``run_case``'s causal checks, ``explain_flip``)."""
+    from vsp_assert.engine.interventions import Intervention
+
+    ids = [int(i) for i in active_latents(trace).nonzero().flatten()]
+    return Intervention.ablate(*ids) if ids else None
 
 
 def concept_candidates(trace: Trace, token: int, values: torch.Tensor, limit: int = 6) -> list[Candidate]:

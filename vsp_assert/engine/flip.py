@@ -151,6 +151,7 @@ def explain_flip(
         from vsp_assert.errors import InputError
 
         raise InputError("unknown flip ranking", field="rank", received=rank, allowed="new, change")
+    from vsp_assert.engine.analysis import everything_ablated
     from vsp_assert.engine.interventions import Intervention
 
     new_answer = new_trace.answer
@@ -189,11 +190,12 @@ def explain_flip(
         else:
             out.concepts = [(n, d, ids) for n, d, ids, push in ranked if d > 0 and push > 0]
     checks = out.concepts[:top]
-    if checks:
-        everything = [int(i) for i in firing.nonzero().flatten()]
+    if checks:  # a checked concept fires, so the everything row exists
+        everything = everything_ablated(new_trace)
         results = new_pad.intervene(new_trace, [*(Intervention.ablate(*ids) for _, _, ids in checks),
-                                                Intervention.ablate(*everything)])
-        out.all_ablated = results[-1].answer_after
+                                                *([everything] if everything is not None else [])])
+        if everything is not None:
+            out.all_ablated = results[len(checks)].answer_after
         for (name, _, ids), r in zip(checks, results):
             after = r.answer_after
             out.confirmations.append(Confirmation(name, ids, after, _same(after, old_answer), r.p_after, model))
