@@ -96,7 +96,9 @@ def _check_ranked(trace: Trace, spec: AttendedSpec, top_k: int, kind: str, score
     shown = ", ".join(_name(trace, i) for i in top) or "-"
     token_text = trace.output_tokens[t].strip()
     # the ablations that confirm: only concepts in the top-k need one (outside it, the check is decided already)
-    usable = [ids for _, _, ids in resolved if not isinstance(ids, BadReference) and set(ids) & set(top)]
+    # (one row per distinct concept: one named under both concepts and absent is ablated once)
+    usable = list({tuple(ids): ids for _, _, ids in resolved
+                   if not isinstance(ids, BadReference) and set(ids) & set(top)}.values())
     drops = dict(zip(map(tuple, usable), confirm(t, usable))) if confirm is not None and usable else {}
     records = []
     for concept, absent, ids in resolved:
