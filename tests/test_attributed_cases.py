@@ -44,26 +44,20 @@ def test_attributed_mirrors_attended(tmp_path):
     assert spec.where is not None and spec.where.line == 10
 
 
-@pytest.mark.parametrize(("item", "message"), [
-    ("{concepts: [stripes]}", "an attributed item needs 'token'"),
-    ("{token: 0}", "an attributed item needs 'concepts' and/or 'absent'"),
-    ("{token: 0, concepts: [stripes], top: 3}", "unknown key"),
-    ("{token: 0, concepts: [stripes], confirm: 'yes'}", "confirm must be true, false or a drop in nats"),
-    ("{token: 0, concepts: [stripes], confirm: -0.5}", "confirm out of range"),
-    ("{token: 0, concepts: [stripes], confirm: .nan}", "confirm must be finite"),
+@pytest.mark.parametrize(("section", "item", "message"), [
+    ("attributed", "{concepts: [stripes]}", "an attributed item needs 'token'"),
+    ("attributed", "{token: 0}", "an attributed item needs 'concepts' and/or 'absent'"),
+    ("attributed", "{token: 0, concepts: [stripes], top: 3}", "unknown key"),
+    ("attributed", "{token: 0, concepts: [stripes], confirm: 'yes'}", "confirm must be true, false or a drop in nats"),
+    ("attributed", "{token: 0, concepts: [stripes], confirm: -0.5}", "confirm out of range"),
+    ("attributed", "{token: 0, concepts: [stripes], confirm: .nan}", "confirm must be finite"),
+    ("attended", "{token: 0, concepts: [stripes], confirm: true}", "unknown key"),  # attention is not ablated
 ])
-def test_attributed_errors_name_the_section_and_line(tmp_path, item, message):
+def test_attributed_errors_name_the_section_and_line(tmp_path, section, item, message):
     with pytest.raises(CaseError) as err:
-        parse_case_file(_file(tmp_path, f"""
-            cases:
-              - id: stripes
-                image: {{scene: {STRIPES}}}
-                prompt: What shape is the red object?
-                expect:
-                  attributed: [{item}]
-            """))
+        _one_case(tmp_path, "stripes", STRIPES, f"{section}: [{item}]")
     text = str(err.value)
-    assert message in text and "cases.yaml:7:" in text and "expect.attributed[0]" in text
+    assert message in text and "cases.yaml:7:" in text and f"expect.{section}[0]" in text
 
 
 @pytest.fixture(scope="module")
@@ -242,18 +236,6 @@ def test_confirm_parses_to_the_drop_the_ablation_must_exceed(tmp_path, confirm, 
     extra = f", confirm: {confirm}" if confirm is not None else ""  # without the key: confirmed, the default
     case = _decoy_case(tmp_path, f"{{token: 0, concepts: [stripes]{extra}}}")
     assert case.expect.attributed[0].confirm == value
-
-
-def test_attended_items_do_not_take_confirm(tmp_path):
-    with pytest.raises(CaseError, match="unknown key"):
-        parse_case_file(_file(tmp_path, f"""
-            cases:
-              - id: stripes
-                image: {{scene: {STRIPES}}}
-                prompt: What shape is the red object?
-                expect:
-                  attended: [{{token: 0, concepts: [stripes], confirm: true}}]
-            """))
 
 
 def test_confirm_clears_a_concept_the_ranking_names_but_the_ablation_refutes(shapes_pad, tmp_path):
