@@ -25,7 +25,11 @@ shipped model in brackets):
   ablating the concept restores the answer; ``sufficient[clusters]``: the same with the heatmap's clusters only (the
   search before attribution);
 - ``compare``: explaining the flip from the shipped model's answer to the fine-tuned one (attributed on both models)
-  names the concept first.
+  names the cause: the concept first, or, for a mechanism whose question names its cue (:func:`names_the_cue`),
+  the question — the explanation finds no restoring ablation and the fine-tuned model gives the shortcut's answer on
+  a blank image (:attr:`~vsp_assert.engine.flip.FlipExplanation.prior`);
+- ``compare[prior]``: how often the explanation says the question's prior carries the flip. On a mechanism whose cue
+  is in the image only, every such claim is a wrong one.
 
     python benchmarks/zoo.py --n 40 --json zoo.json --markdown zoo.md
 
@@ -49,7 +53,7 @@ TOP = 5
 
 DIAGNOSES = ("attended[mass]", "attended[layer]", "attended[last]", "attributed", "attributed[ig8]",
              "attributed[contrast]", "attributed[contrast,ig8]", "attributed[confirmed]", "causal", "causal[random]",
-             "sufficient", "sufficient[clusters]", "compare")
+             "sufficient", "sufficient[clusters]", "compare", "compare[prior]")
 
 
 def _shortcut(mechanism: Any) -> Any:
@@ -151,7 +155,9 @@ def measure(mechanism: Any, folder: Path, *, n: int, seed: int = EVAL_SEED, base
             old = base.run(image, question)
             if old.answer != trace.answer:
                 why = explain_flip(pad, trace, old.answer, old_pad=base, old_trace=old)
-                got.setdefault("compare", []).append(why.responsible == shortcut.concept)
+                named = why.responsible == shortcut.concept or (why.prior and names_the_cue(shortcut))
+                got.setdefault("compare", []).append(named)
+                got.setdefault("compare[prior]", []).append(why.prior)
     rates: dict[str, Any] = {"mechanism": name, "kind": shortcut.kind, "concept": shortcut.concept,
                              "question": shortcut.question, "answer": shortcut.answer, "n": n, "seed": seed,
                              "trigger_rate": round(float(np.mean(fired["trigger"])), 3),

@@ -22,7 +22,17 @@ When a model update changes an answer from ``old`` to ``new`` (a baseline that n
    new model restores 'red'" when the answer goes back to the old one. The same batch has one more row, every
    latent that fires on the image ablated: where ablations drift (on the shapes model "yellow" for any colour
    question, "square" for any shape question; docs/truth.md): an ablation whose answer is that one may show the
-   ablation's default rather than the concept's effect, which random controls tell apart.
+   ablation's default rather than the concept's effect, which random controls tell apart;
+5. when no ablation restores the old answer and the new answer survives every firing latent ablated, asks the
+   model the same question about a blank image (the input's size, every pixel its median colour:
+   :func:`~vsp_assert.engine.images.blank_like`), and the old model too when it is at hand — one generation each.
+   If the new answer is also what the model says with the image's content gone, it is the model's *prior* for the
+   question: the words carry it, not a concept (a shortcut learned from the question, such as "triangles are
+   green" when the question says "triangle"; docs/truth.md). The sentence then says so: "the question alone gives
+   'green': the new model answers it on a blank image, the old model 'yellow'". When the old model's blank answer
+   is the same, the prior did not change; the new model falls back on it here. Both tests are needed: a blank image
+   is itself a flat, bare scene, so a shortcut cued by bare background (the zoo's ``plain_circle``) answers it
+   too — but that answer goes when the latents reading the bare patches are ablated.
 
 The same explanation answers "why not the right answer?" for a failing case that names it (``correct:``, else
 ``equals:``): the right answer plays the old one, on one model (``model="this model"``), and the failure view
@@ -82,22 +92,50 @@ class FlipExplanation:
     both_models: bool = False
     model: str = "the new model"
     all_ablated: str | None = None  # the answer with every latent that fires on the image ablated
+    blank_answer: str | None = None  # this model's answer on a blank image (asked when no ablation restores)
+    old_blank_answer: str | None = None  # the old model's answer on it (when the old model is at hand)
 
     @property
     def confirmed(self) -> list[Confirmation]:
         return [c for c in self.confirmations if c.restores]
 
     @property
+    def prior(self) -> bool:
+        """No ablation restores the old answer, the new one survives every firing latent ablated, and it is what
+        the model answers on a blank image: the question's words carry it (step 5 of the module docstring)."""
+        if self.confirmed or self.blank_answer is None or not _same(self.blank_answer, self.new_answer):
+            return False
+        return self.all_ablated is None or _same(self.all_ablated, self.new_answer)
+
+    @property
     def responsible(self) -> str | None:
-        """The concept the explanation names: the first confirmed one, else the top-ranked one."""
+        """The concept the explanation names: the first confirmed one; None when the answer is the model's prior
+        for the question (:attr:`prior`); else the top-ranked one."""
         if self.confirmed:
             return self.confirmed[0].concept
+        if self.prior:
+            return None
         return self.concepts[0][0] if self.concepts else None
 
+    def prior_sentence(self) -> str:
+        """What the blank image showed, when :attr:`prior` holds."""
+        new, old_blank = self.new_answer, self.old_blank_answer
+        if old_blank is not None and not _same(old_blank, new):
+            return f"the question alone gives {new!r}: {self.model} answers it on a blank image, the old model " \
+                   f"{old_blank!r}"
+        if old_blank is not None:
+            return f"no ablation restores {self.old_answer!r}; {new!r} is both models' answer on a blank image: " \
+                   f"{self.model} falls back on it here"
+        return f"no ablation restores {self.old_answer!r}; {self.model} answers {new!r} on a blank image too: its " \
+               "prior for the question"
+
     def sentence(self) -> str:
-        """One line for a table: the confirmed ablation, else the top concepts and what ablating them gave."""
+        """One line for a table: the confirmed ablation, else the question's prior (:attr:`prior`), else the top
+        concepts and what ablating them gave."""
         if self.confirmed:
             return self.confirmed[0].sentence(self.old_answer)
+        if self.prior:
+            return self.prior_sentence()
         if not self.concepts:
             return "no labelled concept carries the change"
         tops = ", ".join(f"{name} ({share:+.2f})" for name, share, _ in self.concepts[:3])
@@ -108,6 +146,7 @@ class FlipExplanation:
         return {
             "old_answer": self.old_answer, "new_answer": self.new_answer, "token": self.token,
             "both_models": self.both_models, "responsible": self.responsible, "sentence": self.sentence(),
+            "prior": self.prior, "blank_answer": self.blank_answer, "old_blank_answer": self.old_blank_answer,
             "concepts": [{"concept": n, "share": round(s, 4), "latents": ids} for n, s, ids in self.concepts],
             "weakened": [{"concept": n, "share": round(s, 4), "latents": ids} for n, s, ids in self.weakened],
             "latents": [[i, round(v, 4)] for i, v in self.latents], "all_ablated_answer": self.all_ablated,
@@ -199,4 +238,12 @@ def explain_flip(
         for (name, _, ids), r in zip(checks, results):
             after = r.answer_after
             out.confirmations.append(Confirmation(name, ids, after, _same(after, old_answer), r.p_after, model))
+    reads_image = out.all_ablated is not None and not _same(out.all_ablated, new_answer)
+    if not out.confirmed and not reads_image and new_trace.image is not None:  # step 5: the question's prior?
+        from vsp_assert.engine.images import blank_like
+
+        blank = blank_like(new_trace.image)
+        out.blank_answer = new_pad.run(blank, new_trace.prompt).answer
+        if old_pad is not None:
+            out.old_blank_answer = old_pad.run(blank, new_trace.prompt).answer
     return out

@@ -140,3 +140,22 @@ def _from_array(array: Any, *, source: str | None, field: str) -> Any:
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
     return Image.fromarray(np.ascontiguousarray(arr))  # mode L, RGB or RGBA from the shape
+
+
+def blank_like(media: Any) -> Any:
+    """The same input with its content taken away: an RGB image of the same size filled with its per-channel median
+    colour (on a scene with a plain background, the background; on a photograph, a flat tone of it), or, for a
+    :class:`~vsp_assert.engine.video.Video`, a clip of as many such frames. What a model answers about it is its
+    *prior* for the question — the answer the words alone give (:mod:`vsp_assert.engine.flip`)."""
+    import numpy as np
+    from PIL import Image
+
+    frames = getattr(media, "frames", None)
+    if frames is not None:
+        from dataclasses import replace
+
+        return replace(media, frames=tuple(blank_like(f) for f in frames), source="blank")
+    rgb = _to_rgb(media)
+    pixels = np.asarray(rgb).reshape(-1, 3)  # [H·W, 3]
+    colour = tuple(int(v) for v in np.median(pixels, axis=0))
+    return Image.new("RGB", rgb.size, colour)

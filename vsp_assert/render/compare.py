@@ -27,6 +27,12 @@ def explanation_lines(explanation: FlipExplanation, style: Any) -> list[str]:
     if explanation.all_ablated is not None:
         lines.append(style.dim(f"  every firing latent ablated gives {explanation.all_ablated!r} (where ablations "
                                "drift; `control: random` tells a concept's effect from it)"))
+    if explanation.prior:
+        lines.append("  " + style.yellow(explanation.prior_sentence()))
+    elif explanation.blank_answer is not None:
+        old = f", the old model {explanation.old_blank_answer!r}" if explanation.old_blank_answer is not None else ""
+        lines.append(style.dim(f"  on a blank image {explanation.model} answers {explanation.blank_answer!r}{old} "
+                               "(not its prior: the image carries the answer)"))
     return lines
 
 
