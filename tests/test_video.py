@@ -290,3 +290,17 @@ def test_a_checkpoints_video_settings_bound_its_frames(saved_qwen, tmp_path) -> 
     video_grid = processor.video_processor(videos=[[frame, frame]])["video_grid_thw"][0].tolist()
     image_grid = processor.image_processor(images=[frame], return_tensors="pt")["image_grid_thw"][0].tolist()
     assert video_grid == [1, 4, 4] and image_grid[1] * image_grid[2] > 16
+
+
+def test_a_flip_no_concept_explains_asks_about_a_blank_clip_of_as_many_frames() -> None:
+    from vsp_assert.engine.flip import explain_flip
+    from vsp_assert.engine.images import blank_like
+
+    p = pad()
+    video = clip(4, 28, 28)
+    trace = p.run(video, PROMPT)
+    why = explain_flip(p, trace, "zebra", model="this model")
+    blank = blank_like(video)
+    assert isinstance(blank, Video) and len(blank) == 4 and blank.size == video.size
+    assert all(len(f.getcolors(1 << 24)) == 1 for f in blank.frames)
+    assert why.blank_answer is not None and why.blank_answer == p.run(blank, PROMPT).answer

@@ -157,3 +157,25 @@ def test_family_attributes_and_confirms_by_ablation(family):
         want = (math.log(p0) - math.log1p(-p0)) - (math.log(p1) - math.log1p(-p1))
         assert float(drop) == pytest.approx(want, abs=1e-3), (family, latent)
     assert count_hooks(c.model) == 0
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_family_answers_about_a_blank_input_when_no_concept_explains_a_flip(family):
+    """A flip no ablation explains is checked against the question's prior (engine/flip.py): the family's input is
+    blanked — a still image, tiles or views, or a video frame by frame — and asked about once, through the same
+    processor, with no hook left behind."""
+    from vsp_assert.engine.flip import explain_flip
+    from vsp_assert.engine.hooks import count_hooks
+    from vsp_assert.engine.images import blank_like
+
+    c = contract(family)
+    trace = c.pad.run(c.images[0], c.prompts[0])
+    before = c.pad.stats["generate"]
+    why = explain_flip(c.pad, trace, "zebra", model="this model")
+    assert not why.confirmed and c.pad.stats["generate"] == before + 1
+    blank = blank_like(trace.image)
+    assert why.blank_answer == c.pad.run(blank, c.prompts[0]).answer
+    frames = getattr(blank, "frames", (blank,))
+    assert len(frames) == len(getattr(trace.image, "frames", (trace.image,)))
+    assert all(len(set(f.getcolors(1 << 24) or [])) == 1 for f in frames)
+    assert count_hooks(c.model) == 0
