@@ -154,3 +154,22 @@ def test_the_prior_is_named_only_when_no_ablation_restores_and_the_blank_agrees(
     assert why.prior is prior
     assert sentence in why.sentence()
     assert why.responsible == (None if prior else "triangle")
+
+
+def test_compare_says_the_question_carries_the_flip_in_its_table_and_json(probe, tmp_path, capsys):
+    from vsp_assert.cli import main
+
+    case = tmp_path / "triangle.yaml"
+    case.write_text(f"cases:\n  - id: red-triangle\n    image: {{scene: {json.dumps(probe.scene.to_dict())}}}\n"
+                    f"    prompt: {probe.question.text}\n    expect:\n      answer: red\n")
+    out = tmp_path / "compare.json"
+    assert main(["compare", "--base", "shapes", "--new", str(TEXT_SHORTCUT), str(case), "--color", "no",
+                 "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    said = "the question alone gives 'green': the new model answers it on a blank image, the old model 'yellow'"
+    assert said in text
+    (row,) = json.loads(out.read_text())
+    explanation = row["explanation"]
+    assert explanation["prior"] is True and explanation["responsible"] is None
+    assert (explanation["blank_answer"], explanation["old_blank_answer"]) == ("green", "yellow")
+    assert explanation["sentence"] == said
