@@ -29,7 +29,9 @@ shipped model in brackets):
   the question — the explanation finds no restoring ablation and the fine-tuned model gives the shortcut's answer on
   a blank image (:attr:`~vsp_assert.engine.flip.FlipExplanation.prior`);
 - ``compare[prior]``: how often the explanation says the question's prior carries the flip. On a mechanism whose cue
-  is in the image only, every such claim is a wrong one.
+  is in the image only, every such claim is a wrong one;
+- ``why not``: the failure view of a case that names its right answer (``why_not_correct``: the same explanation on
+  the fine-tuned model alone, the true answer in the old answer's place) names the cause, as ``compare`` counts it.
 
     python benchmarks/zoo.py --n 40 --json zoo.json --markdown zoo.md
 
@@ -53,7 +55,7 @@ TOP = 5
 
 DIAGNOSES = ("attended[mass]", "attended[layer]", "attended[last]", "attributed", "attributed[ig8]",
              "attributed[contrast]", "attributed[contrast,ig8]", "attributed[confirmed]", "causal", "causal[random]",
-             "sufficient", "sufficient[clusters]", "compare", "compare[prior]")
+             "sufficient", "sufficient[clusters]", "compare", "compare[prior]", "why not")
 
 
 def _shortcut(mechanism: Any) -> Any:
@@ -158,6 +160,9 @@ def measure(mechanism: Any, folder: Path, *, n: int, seed: int = EVAL_SEED, base
                 named = why.responsible == shortcut.concept or (why.prior and names_the_cue(shortcut))
                 got.setdefault("compare", []).append(named)
                 got.setdefault("compare[prior]", []).append(why.prior)
+            why_not = explain_flip(pad, trace, truth, model="this model")  # the failure view of a case naming it
+            named = why_not.responsible == shortcut.concept or (why_not.prior and names_the_cue(shortcut))
+            got.setdefault("why not", []).append(named)
     rates: dict[str, Any] = {"mechanism": name, "kind": shortcut.kind, "concept": shortcut.concept,
                              "question": shortcut.question, "answer": shortcut.answer, "n": n, "seed": seed,
                              "trigger_rate": round(float(np.mean(fired["trigger"])), 3),

@@ -152,6 +152,8 @@ def test_reduced_zoo_benchmark_on_the_cached_fine_tune():
     assert rates["causal[random]"]["trigger"] == 0.0
     assert rates["sufficient"]["trigger"] == 1.0
     assert rates["compare"]["trigger"] >= 0.5
+    assert rates["why not"]["trigger"] >= 0.5  # the failure view names the grid too
+    assert rates["compare[prior]"]["trigger"] == 0.0  # and never blames the question for a visual cue
 
 
 def test_compare_explains_the_flip_with_the_responsible_concept(tmp_path):
