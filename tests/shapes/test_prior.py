@@ -173,3 +173,13 @@ def test_compare_says_the_question_carries_the_flip_in_its_table_and_json(probe,
     assert explanation["prior"] is True and explanation["responsible"] is None
     assert (explanation["blank_answer"], explanation["old_blank_answer"]) == ("green", "yellow")
     assert explanation["sentence"] == said
+
+
+def test_every_concept_whose_ablation_restores_is_named_in_the_one_line():
+    """Ablating the cue object's shape can restore the answer as well as its colour (a position shortcut keys on the
+    object): the table's one line names the first and the others, so the responsible one is never hidden."""
+    why = FlipExplanation("green", "red", 0, concepts=[("square", 0.8, [1]), ("red", 0.7, [2]), ("dots", 0.1, [3])])
+    why.confirmations = [Confirmation("square", [1], "green", True, 0.0), Confirmation("red", [2], "green", True, 0.0),
+                         Confirmation("dots", [3], "red", False, 0.9)]
+    assert why.responsible == "square"
+    assert why.sentence() == "ablating square on the new model restores 'green' (so does ablating red)"

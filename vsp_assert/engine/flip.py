@@ -130,10 +130,12 @@ class FlipExplanation:
                "prior for the question"
 
     def sentence(self) -> str:
-        """One line for a table: the confirmed ablation, else the question's prior (:attr:`prior`), else the top
-        concepts and what ablating them gave."""
+        """One line for a table: the confirmed ablation (and the other concepts whose ablation restores too), else the
+        question's prior (:attr:`prior`), else the top concepts and what ablating them gave."""
         if self.confirmed:
-            return self.confirmed[0].sentence(self.old_answer)
+            first, *also = self.confirmed
+            more = f" (so does ablating {' or '.join(c.concept for c in also)})" if also else ""
+            return first.sentence(self.old_answer) + more
         if self.prior:
             return self.prior_sentence()
         if not self.concepts:
