@@ -28,6 +28,8 @@ shipped model in brackets):
   names the cause: the concept first, or, for a mechanism whose question names its cue (:func:`names_the_cue`),
   the question — the explanation finds no restoring ablation and the fine-tuned model gives the shortcut's answer on
   a blank image (:attr:`~vsp_assert.engine.flip.FlipExplanation.prior`);
+- ``compare[restoring]``: the concept is among those whose ablation restores the old answer (of the three
+  checked); the table's line names them all ("… restores 'green' (so does ablating red)");
 - ``compare[prior]``: how often the explanation says the question's prior carries the flip. On a mechanism whose cue
   is in the image only, every such claim is a wrong one;
 - ``why not``: the failure view of a case that names its right answer (``why_not_correct``: the same explanation on
@@ -55,7 +57,7 @@ TOP = 5
 
 DIAGNOSES = ("attended[mass]", "attended[layer]", "attended[last]", "attributed", "attributed[ig8]",
              "attributed[contrast]", "attributed[contrast,ig8]", "attributed[confirmed]", "causal", "causal[random]",
-             "sufficient", "sufficient[clusters]", "compare", "compare[prior]", "why not")
+             "sufficient", "sufficient[clusters]", "compare", "compare[restoring]", "compare[prior]", "why not")
 
 
 def _shortcut(mechanism: Any) -> Any:
@@ -159,6 +161,7 @@ def measure(mechanism: Any, folder: Path, *, n: int, seed: int = EVAL_SEED, base
                 why = explain_flip(pad, trace, old.answer, old_pad=base, old_trace=old)
                 named = why.responsible == shortcut.concept or (why.prior and names_the_cue(shortcut))
                 got.setdefault("compare", []).append(named)
+                got.setdefault("compare[restoring]", []).append(shortcut.concept in {c.concept for c in why.confirmed})
                 got.setdefault("compare[prior]", []).append(why.prior)
             why_not = explain_flip(pad, trace, truth, model="this model")  # the failure view of a case naming it
             named = why_not.responsible == shortcut.concept or (why_not.prior and names_the_cue(shortcut))
