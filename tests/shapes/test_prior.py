@@ -150,10 +150,16 @@ def _explained(blank: str | None, old_blank: str | None, restores: bool, everyth
 ])
 def test_the_prior_is_named_only_when_no_ablation_restores_and_the_blank_agrees(blank, old_blank, restores,
                                                                               everything, prior, sentence):
+    from vsp_assert.render.compare import explanation_lines
+    from vsp_assert.render.style import Style
+
     why = _explained(blank, old_blank, restores, everything)
     assert why.prior is prior
     assert sentence in why.sentence()
     assert why.responsible == (None if prior else "triangle")
+    lines = "\n".join(explanation_lines(why, Style(False)))
+    assert (why.prior_sentence() in lines) is prior
+    assert ("so 'green' comes from the image" in lines) is (blank is not None and blank.strip().lower() != "green")
 
 
 def test_compare_says_the_question_carries_the_flip_in_its_table_and_json(probe, tmp_path, capsys):

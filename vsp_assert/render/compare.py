@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from tabulate import tabulate
 
 from vsp_assert.checks.compare import CaseComparison, changed_cases
+from vsp_assert.checks.records import same_answer
 
 if TYPE_CHECKING:
     from vsp_assert.engine.flip import FlipExplanation
@@ -29,10 +30,10 @@ def explanation_lines(explanation: FlipExplanation, style: Any) -> list[str]:
                                "drift; `control: random` tells a concept's effect from it)"))
     if explanation.prior:
         lines.append("  " + style.yellow(explanation.prior_sentence()))
-    elif explanation.blank_answer is not None:
+    elif explanation.blank_answer is not None and not same_answer(explanation.blank_answer, explanation.new_answer):
         old = f", the old model {explanation.old_blank_answer!r}" if explanation.old_blank_answer is not None else ""
-        lines.append(style.dim(f"  on a blank image {explanation.model} answers {explanation.blank_answer!r}{old} "
-                               "(not its prior: the image carries the answer)"))
+        lines.append(style.dim(f"  on a blank image {explanation.model} answers {explanation.blank_answer!r}{old}, "
+                               f"so {explanation.new_answer!r} comes from the image"))
     return lines
 
 
