@@ -245,7 +245,10 @@ def explain_flip(
         from vsp_assert.engine.images import blank_like
 
         blank = blank_like(new_trace.image)
-        out.blank_answer = new_pad.run(blank, new_trace.prompt).answer
+        # an answer cut at max_new_tokens is compared with one cut at the same length; one that stopped, in full
+        ended = new_trace.replay is None or new_trace.replay.ended
+        budget = None if ended else new_trace.n_tokens
+        out.blank_answer = new_pad.run(blank, new_trace.prompt, max_new_tokens=budget).answer
         if old_pad is not None:
-            out.old_blank_answer = old_pad.run(blank, new_trace.prompt).answer
+            out.old_blank_answer = old_pad.run(blank, new_trace.prompt, max_new_tokens=budget).answer
     return out
