@@ -159,13 +159,11 @@ def measure(mechanism: Any, folder: Path, *, n: int, seed: int = EVAL_SEED, base
             old = base.run(image, question)
             if old.answer != trace.answer:
                 why = explain_flip(pad, trace, old.answer, old_pad=base, old_trace=old)
-                named = why.responsible == shortcut.concept or (why.prior and names_the_cue(shortcut))
-                got.setdefault("compare", []).append(named)
+                got.setdefault("compare", []).append(names_the_cause(why, shortcut))
                 got.setdefault("compare[restoring]", []).append(shortcut.concept in {c.concept for c in why.confirmed})
                 got.setdefault("compare[prior]", []).append(why.prior)
             why_not = explain_flip(pad, trace, truth, model="this model")  # the failure view of a case naming it
-            named = why_not.responsible == shortcut.concept or (why_not.prior and names_the_cue(shortcut))
-            got.setdefault("why not", []).append(named)
+            got.setdefault("why not", []).append(names_the_cause(why_not, shortcut))
     rates: dict[str, Any] = {"mechanism": name, "kind": shortcut.kind, "concept": shortcut.concept,
                              "question": shortcut.question, "answer": shortcut.answer, "n": n, "seed": seed,
                              "trigger_rate": round(float(np.mean(fired["trigger"])), 3),
@@ -192,6 +190,12 @@ def names_the_cue(shortcut: Any) -> bool:
     that the question names (triangles called "green": the question says "triangle")."""
     target = shortcut.target
     return target is not None and any(getattr(target, key) is not None for key in NAMED[shortcut.question])
+
+
+def names_the_cause(why: Any, shortcut: Any) -> bool:
+    """Whether a flip explanation names the shortcut's cause: its concept, or — for a mechanism whose question names
+    its cue — the question (the explanation found the answer to be the model's prior for it)."""
+    return why.responsible == shortcut.concept or (why.prior and names_the_cue(shortcut))
 
 
 def text_only_rates(shortcut: Any, triggers: list[Any], controls: list[Any], pad: Any,
