@@ -260,7 +260,7 @@ def explain_failure(trace: Trace, spec: AnswerSpec | None, records: Sequence[Ass
     other = (spec.correct or spec.equals) if spec is not None else None
     if not other or all(r.passed for r in records) or not trace.can_attribute or not trace.n_tokens:
         return None
-    if normalise_answer(other) == normalise_answer(trace.answer):
+    if same_answer(other, trace.answer):
         return None
     try:
         trace.attribution_for(other)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from vsp_assert.checks.schema import Where
-from vsp_assert.engine.trace import normalise_answer
+from vsp_assert.engine.trace import same_answer  # noqa: F401  (re-exported: the checks' one answer rule)
 from vsp_assert.errors import VspError
 
 if TYPE_CHECKING:
@@ -55,11 +55,6 @@ class ConceptAssertionError(AssertionError):
         self.trace = trace
         self.records = list(records) or [record]
         super().__init__(f"{record.description}: expected {record.expected}, measured {record.measured}")
-
-
-def same_answer(a: str, b: str) -> bool:
-    """Whether two answers count as the same (the one rule for assertions, baselines and compare)."""
-    return normalise_answer(a) == normalise_answer(b)
 
 
 

@@ -47,15 +47,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from vsp_assert.engine.trace import normalise_answer
+from vsp_assert.engine.trace import same_answer
 
 if TYPE_CHECKING:
     from vsp_assert.engine.scratchpad import Scratchpad
     from vsp_assert.engine.trace import Trace
-
-
-def _same(a: str, b: str) -> bool:
-    return normalise_answer(a) == normalise_answer(b)
 
 
 @dataclass
@@ -103,9 +99,9 @@ class FlipExplanation:
     def prior(self) -> bool:
         """No ablation restores the old answer, the new one survives every firing latent ablated, and it is what
         the model answers on a blank image: the question's words carry it (step 5 of the module docstring)."""
-        if self.confirmed or self.blank_answer is None or not _same(self.blank_answer, self.new_answer):
+        if self.confirmed or self.blank_answer is None or not same_answer(self.blank_answer, self.new_answer):
             return False
-        return self.all_ablated is None or _same(self.all_ablated, self.new_answer)
+        return self.all_ablated is None or same_answer(self.all_ablated, self.new_answer)
 
     @property
     def responsible(self) -> str | None:
@@ -120,7 +116,7 @@ class FlipExplanation:
     def prior_sentence(self) -> str:
         """What the blank image showed, when :attr:`prior` holds."""
         new, old_blank = self.new_answer, self.old_blank_answer
-        if old_blank is not None and not _same(old_blank, new):
+        if old_blank is not None and not same_answer(old_blank, new):
             return f"the question alone gives {new!r}: {self.model} answers it on a blank image, the old model " \
                    f"{old_blank!r}"
         if old_blank is not None:
@@ -197,7 +193,7 @@ def explain_flip(
 
     new_answer = new_trace.answer
     out = FlipExplanation(old_answer, new_answer, 0, model=model)
-    if new_trace.n_tokens == 0 or _same(old_answer, new_answer):
+    if new_trace.n_tokens == 0 or same_answer(old_answer, new_answer):
         return out
     t = first_difference(new_pad, new_trace, old_answer)
     out.token = t
@@ -205,7 +201,8 @@ def explain_flip(
     delta = now.clone()
     if old_pad is not None and old_trace is None and new_trace.image is not None:
         old_trace = old_pad.run(new_trace.image, new_trace.prompt)
-    if old_pad is not None and old_trace is not None and old_trace.n_tokens and _same(old_trace.answer, old_answer):
+    if old_pad is not None and old_trace is not None and old_trace.n_tokens \
+            and same_answer(old_trace.answer, old_answer):
         t_old = min(first_difference(old_pad, old_trace, new_answer), old_trace.n_tokens - 1)
         delta += old_trace.attribution_for(new_answer)[t_old]  # pushed towards old over new, before
         out.both_models = True
@@ -239,8 +236,8 @@ def explain_flip(
             out.all_ablated = results[len(checks)].answer_after
         for (name, _, ids), r in zip(checks, results):
             after = r.answer_after
-            out.confirmations.append(Confirmation(name, ids, after, _same(after, old_answer), r.p_after, model))
-    reads_image = out.all_ablated is not None and not _same(out.all_ablated, new_answer)
+            out.confirmations.append(Confirmation(name, ids, after, same_answer(after, old_answer), r.p_after, model))
+    reads_image = out.all_ablated is not None and not same_answer(out.all_ablated, new_answer)
     if not out.confirmed and not reads_image and new_trace.image is not None:  # step 5: the question's prior?
         from vsp_assert.engine.images import blank_like
 

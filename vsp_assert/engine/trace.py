@@ -23,6 +23,12 @@ def normalise_answer(text: str) -> str:
     return " ".join(str(text).lower().split())
 
 
+def same_answer(a: str, b: str) -> bool:
+    """Whether two answers count as the same (the one rule for assertions, baselines, compare and flip
+    explanations)."""
+    return normalise_answer(a) == normalise_answer(b)
+
+
 def top_k(row: torch.Tensor, k: int, hidden: Iterable[int] = ()) -> list[tuple[int, float]]:
     """The ``k`` largest entries of a ``[d_sae]`` score row as ``(latent, score)``, strongest first; latents
     that score 0 (inactive) and the ``hidden`` ones (noise: dead or dense latents) are left out. The one ranking

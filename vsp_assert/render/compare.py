@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from tabulate import tabulate
 
 from vsp_assert.checks.compare import CaseComparison, changed_cases
-from vsp_assert.checks.records import same_answer
+from vsp_assert.engine.trace import same_answer
 
 if TYPE_CHECKING:
     from vsp_assert.engine.flip import FlipExplanation
